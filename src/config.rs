@@ -1,0 +1,250 @@
+//! Layered configuration.
+//!
+//! Order (later wins): the defaults compiled in from `config/default.toml`, the file
+//! `<config dir>/default.toml`, `<config dir>/<PAYGATE_ENV>.toml`, then environment variables
+//! `PAYGATE_<SECTION>__<KEY>`. A secret may instead be given as `PAYGATE_<SECTION>__<KEY>_FILE`
+//! naming a file that holds it.
+//!
+//! Invariants: a loaded [`Config`] has been validated — every value is usable as is; secrets are
+//! held in [`SecretString`] and never appear in `Debug` output or logs; a bad value is reported as
+//! one [`ConfigError`] naming the key and what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled into the binary so it runs without any file present.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables with this prefix and a `__` section separator configure paygate.
+const ENV_PREFIX: &str = "PAYGATE_";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub idempotency: IdempotencyConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub public_base_url: String,
+    pub request_timeout_secs: u64,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// May carry a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencyConfig {
+    pub ttl_secs: u64,
+    pub lock_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub otlp_endpoint: String,
+    pub service_name: String,
+}
+
+/// A configuration value that cannot be used. Displayed as one line: the key, where it came
+/// from, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key}{source_note}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    source_note: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), source_note: String::new(), problem: problem.into() }
+    }
+}
+
+impl ServerConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+impl DatabaseConfig {
+    /// Which backend the URL names, without exposing the URL.
+    pub fn backend_name(&self) -> &'static str {
+        if self.url.expose_secret().starts_with("postgres") { "postgres" } else { "sqlite" }
+    }
+}
+
+impl Config {
+    /// Loads the configuration the way `paygate` does at start-up: config dir from
+    /// `PAYGATE_CONFIG_DIR` (default `config`), environment name from `PAYGATE_ENV`.
+    pub fn load() -> Result<Config, ConfigError> {
+        let dir = std::env::var_os("PAYGATE_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"));
+        let env_name = std::env::var("PAYGATE_ENV").ok().filter(|s| !s.is_empty());
+        Self::from_figment(Self::figment(&dir, env_name.as_deref())?)
+    }
+
+    /// The compiled-in defaults alone (used by tests, which then override fields).
+    pub fn defaults() -> Config {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS))).expect("compiled-in defaults are valid")
+    }
+
+    fn figment(dir: &Path, env_name: Option<&str>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::file(dir.join("default.toml")));
+        if let Some(name) = env_name {
+            let file = dir.join(format!("{name}.toml"));
+            if !file.is_file() {
+                return Err(ConfigError::new(
+                    "PAYGATE_ENV",
+                    format!("no configuration file {} for environment {name:?}", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only keys with a section separator are configuration; this leaves PAYGATE_ENV,
+        // PAYGATE_CONFIG_DIR and unrelated PAYGATE_* variables alone.
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    key.contains("__") && !key.ends_with("_file")
+                })
+                .split("__"),
+        );
+        for (name, path) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(key) = rest.strip_suffix("_FILE") else { continue };
+            if !key.contains("__") {
+                continue;
+            }
+            let dotted = key.to_ascii_lowercase().replace("__", ".");
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(&dotted, format!("cannot read secret file named by {name}: {}", e.kind()))
+            })?;
+            figment = figment.merge((dotted, text.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        Ok(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let e = e.into_iter().next().expect("figment error has at least one entry");
+            let key = if e.path.is_empty() { "(root)".to_string() } else { e.path.join(".") };
+            let source_note = match &e.metadata {
+                Some(meta) if meta.name.contains("environment") => {
+                    format!(" (from {ENV_PREFIX}{})", e.path.join("__").to_ascii_uppercase())
+                }
+                Some(meta) => match &meta.source {
+                    Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            };
+            ConfigError { key, source_note, problem: e.kind.to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with sqlite: or postgres:// (the value is not shown: it may hold a password)",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::new("database.max_connections", "must be at least 1"));
+        }
+        if self.database.acquire_timeout_secs == 0 {
+            return Err(ConfigError::new("database.acquire_timeout_secs", "must be at least 1"));
+        }
+        if reqwest::Url::parse(&self.server.public_base_url).is_err() {
+            return Err(ConfigError::new(
+                "server.public_base_url",
+                format!("{:?} is not an absolute URL", self.server.public_base_url),
+            ));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(ConfigError::new("server.request_timeout_secs", "must be at least 1"));
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return Err(ConfigError::new("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.idempotency.ttl_secs == 0 {
+            return Err(ConfigError::new("idempotency.ttl_secs", "must be at least 1"));
+        }
+        if self.idempotency.lock_timeout_secs <= self.server.request_timeout_secs {
+            return Err(ConfigError::new(
+                "idempotency.lock_timeout_secs",
+                "must be longer than server.request_timeout_secs",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return Err(ConfigError::new(
+                "telemetry.log_level",
+                format!("{:?} is not a valid tracing filter", self.telemetry.log_level),
+            ));
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() && reqwest::Url::parse(&self.telemetry.otlp_endpoint).is_err() {
+            return Err(ConfigError::new(
+                "telemetry.otlp_endpoint",
+                format!("{:?} is not an absolute URL", self.telemetry.otlp_endpoint),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_readme() {
+        let c = Config::defaults();
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose_secret(), "sqlite://data/paygate.db");
+        assert_eq!(c.idempotency.ttl_secs, 86_400);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::defaults();
+        assert!(!format!("{c:?}").contains("paygate.db"));
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("server.bind", "not-an-address"));
+        let err = Config::from_figment(f).unwrap_err();
+        assert_eq!(err.key, "server.bind");
+        assert!(err.to_string().starts_with("configuration error: server.bind"), "{err}");
+    }
+}

@@ -1,0 +1,11 @@
+//! paygate: the online payment gateway for land-related financial obligations and procedure fees.
+//!
+//! See DESIGN.md for the shape: `config` (layered settings), `store` (all SQL), `http`
+//! (handlers per audience), `auth` (tokens and roles), `telemetry` (logs, traces, metrics).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,155 @@
+//! The `paygate` command line.
+//!
+//! Exit status: 0 success, 1 runtime failure (database unreachable, …), 2 bad configuration or
+//! usage.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use paygate::app::{Application, shutdown_signal};
+use paygate::auth::{Role, new_token};
+use paygate::config::Config;
+use paygate::store::{Store, StoreError};
+
+#[derive(Parser)]
+#[command(
+    name = "paygate",
+    version,
+    about = "Payment gateway for land-related financial obligations and procedure fees",
+    long_about = "paygate calculates land-related obligations, issues payment notices, takes payments \
+                  through banks and e-wallets, and records them in an append-only ledger.\n\n\
+                  Configuration: config/default.toml < config/$PAYGATE_ENV.toml < PAYGATE_<SECTION>__<KEY> \
+                  environment variables (e.g. PAYGATE_DATABASE__URL=postgres://…). See README.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (applies migrations first unless database.migrate_on_start = false).
+    ///
+    /// Listens on server.bind (default 127.0.0.1:8080). Stops on SIGTERM or Ctrl-C after
+    /// finishing in-flight requests.
+    Serve,
+    /// Apply the embedded database migrations and exit.
+    ///
+    /// Safe to run while other instances are serving, and from several processes at once.
+    Migrate,
+    /// Manage bearer tokens for issuers and staff.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it as the last line of stdout (only its hash is stored).
+    ///
+    /// Example: paygate token create --role issuer --name dossier-system
+    Create {
+        /// What the holder may do: issuer (quotes, notices), treasurer (refunds,
+        /// reconciliation), auditor (read ledger and logs), admin (tokens, operations).
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Who holds it; unique among active tokens.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke the active token with this id or name.
+    Revoke {
+        /// Token id (as listed) or name.
+        id_or_name: String,
+    },
+    /// List tokens (ids, names, roles; never secrets).
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("paygate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("paygate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("paygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let _telemetry = paygate::telemetry::init(&config.telemetry)?;
+            let backend = config.database.backend_name();
+            let app = Application::build(config).await?;
+            tracing::info!(address = %app.local_addr(), backend, "paygate listening");
+            app.run_until(shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            let store = Store::connect(&config.database).await?;
+            store.migrate().await?;
+            println!("migrations applied ({})", store.backend());
+        }
+        Command::Token(cmd) => {
+            let store = Store::connect(&config.database).await?;
+            store.migrate().await?;
+            return token(cmd, &store).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(cmd: TokenCommand, store: &Store) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { role, name } => {
+            let name = match paygate::http::tokens::validate_name(&name) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("paygate: --name {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let token = new_token();
+            match store.insert_token(&token, name, role).await {
+                Ok(record) => {
+                    eprintln!("created token {} for {name:?} with role {role}; it is shown once:", record.id);
+                    println!("{}", token.bearer);
+                }
+                Err(StoreError::Conflict(_)) => {
+                    eprintln!("paygate: an active token is already named {name:?}; revoke it first");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        TokenCommand::Revoke { id_or_name } => {
+            if store.revoke_token(&id_or_name).await? == 0 {
+                eprintln!("paygate: no active token with id or name {id_or_name:?}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("revoked {id_or_name}");
+        }
+        TokenCommand::List => {
+            for t in store.list_tokens().await? {
+                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}\t{}\t{}\t{}", t.id, t.role, state, t.created_at.to_rfc3339(), t.name);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,209 @@
+//! Storage: the only module that holds SQL and knows which backend it talks to.
+//!
+//! The database URL picks the backend: `sqlite:` (embedded, the default) or `postgres://`.
+//! Queries are written once, with `$n` placeholders that both backends accept, and run on
+//! either pool through [`on_pool!`]; where the dialects differ, each arm carries its own SQL.
+//!
+//! Invariants: migrations are embedded in the binary and applied in order; every multi-statement
+//! change runs in one transaction (on SQLite an IMMEDIATE one, so writers queue on the busy timeout
+//! instead of failing on lock upgrade); timestamps are stored in UTC, truncated to microseconds.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::ExposeSecret;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::DatabaseConfig;
+
+pub mod idempotency;
+pub mod tokens;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$store` uses.
+/// The body is compiled once per backend, so the same query text serves both.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Begins a write transaction on `$pool`: `BEGIN IMMEDIATE` on SQLite, a plain `BEGIN` on
+/// PostgreSQL (which locks rows, not the database).
+#[allow(unused_macros)]
+macro_rules! begin_write {
+    ($store:expr, $pool:ident, $tx:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = $pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            $crate::store::Store::Postgres($pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = $pool.begin().await?;
+                $body
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use begin_write;
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Errors from the store. `Unavailable` means the database could not be reached in time.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("conflicting write: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
+            sqlx::Error::Database(db) if is_busy(db.code().as_deref()) => {
+                StoreError::Unavailable(db.message().to_string())
+            }
+            _ => StoreError::Other(e),
+        }
+    }
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): the database stayed locked past the
+/// busy timeout.
+fn is_busy(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6))
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Pool figures for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// The current time as stored: UTC, microsecond precision (what PostgreSQL keeps).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl Store {
+    /// Connects to the database named by the configuration. For SQLite, the file and its folder
+    /// are created if missing; WAL, foreign keys and a busy timeout are switched on.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Store> {
+        let url = config.url.expose_secret();
+        let acquire = Duration::from_secs(config.acquire_timeout_secs);
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| anyhow::anyhow!("database.url is not a valid SQLite URL: {e}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let file = options.get_filename();
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
+                && file.as_os_str() != ":memory:"
+            {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| anyhow::anyhow!("cannot create database folder {}: {e}", parent.display()))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|_| anyhow::anyhow!("database.url is not a valid PostgreSQL URL"))?
+                .application_name("paygate");
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await?;
+            Ok(Store::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Store::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Store::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies the embedded migrations not yet applied. Safe to run from several processes at
+    /// once on PostgreSQL (the migrator holds an advisory lock).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        on_pool!(self, pool => self.migrator().run(pool).await)?;
+        Ok(())
+    }
+
+    /// Ready means: the database answers and every embedded migration has been applied.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let applied: Vec<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Unavailable(_) => "database unreachable".to_string(),
+            _ => "migrations have not been applied (run `paygate migrate`)".to_string(),
+        })?;
+        let applied: BTreeSet<i64> = applied.into_iter().collect();
+        let missing = self.migrator().iter().filter(|m| !applied.contains(&m.version)).count();
+        if missing > 0 {
+            return Err(format!("{missing} migration(s) not applied (run `paygate migrate`)"));
+        }
+        Ok(())
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        on_pool!(self, pool => PoolStats {
+            size: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    /// Closes every connection; later queries fail as `Unavailable`.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}

@@ -1,0 +1,79 @@
+//! The binary: configuration errors, token management.
+
+use std::process::Command;
+
+use crate::helpers::TestDb;
+
+fn paygate(db: &TestDb) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paygate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PAYGATE_CONFIG_DIR", "/nonexistent")
+        .env("PAYGATE_DATABASE__URL", db.url());
+    cmd
+}
+
+#[tokio::test]
+async fn a_bad_configuration_value_exits_2_naming_the_key() {
+    let db = TestDb::fresh().await;
+    let out = paygate(&db).env("PAYGATE_SERVER__BIND", "not-an-address").arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("server.bind") && err.contains("PAYGATE_SERVER__BIND"), "{err}");
+
+    let out = paygate(&db).env("PAYGATE_DATABASE__URL", "mysql://root:hunter2@db/x").arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("database.url"), "{err}");
+    assert!(!err.contains("hunter2"), "the secret is never printed: {err}");
+
+    let out = paygate(&db).env("PAYGATE_TELEMETRY__LOG_FORMAT", "xml").arg("migrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("telemetry.log_format"));
+}
+
+#[tokio::test]
+async fn secrets_can_come_from_files() {
+    let db = TestDb::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db-url");
+    std::fs::write(&file, format!("{}\n", db.url())).unwrap();
+    let out = paygate(&db)
+        .env_remove("PAYGATE_DATABASE__URL")
+        .env("PAYGATE_DATABASE__URL_FILE", &file)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out =
+        paygate(&db).env("PAYGATE_DATABASE__URL_FILE", dir.path().join("missing")).arg("migrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
+}
+
+#[tokio::test]
+async fn token_create_prints_the_token_last_and_revoke_disables_it() {
+    let db = TestDb::fresh().await;
+    let out = paygate(&db).args(["token", "create", "--role", "issuer", "--name", "dossier-system"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap();
+    assert!(token.starts_with("pgt_"), "{stdout}");
+
+    let out = paygate(&db).args(["token", "list"]).output().unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains("dossier-system") && listing.contains("issuer") && listing.contains("active"));
+    assert!(!listing.contains(&token[17..]), "secrets are never listed");
+
+    let out = paygate(&db).args(["token", "revoke", "dossier-system"]).output().unwrap();
+    assert!(out.status.success());
+    let out = paygate(&db).args(["token", "list"]).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("revoked"));
+    let out = paygate(&db).args(["token", "revoke", "dossier-system"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = paygate(&db).args(["token", "create", "--role", "king", "--name", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}

@@ -1,0 +1,216 @@
+#![allow(dead_code)]
+//! Test harness: the real service on port 0 with a fresh database per test.
+//!
+//! SQLite by default (a file in a temporary folder); PostgreSQL when
+//! `PAYGATE_TEST_DATABASE_URL` is set (a new database per test, dropped afterwards).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use paygate::app::Application;
+use paygate::auth::{Role, new_token};
+use paygate::config::Config;
+use paygate::store::Store;
+use reqwest::header::HeaderMap;
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::Connection;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub db: TestDb,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub enum TestDb {
+    Sqlite { dir: tempfile::TempDir, url: String },
+    Postgres { admin_url: String, name: String, url: String },
+}
+
+/// A response read whole: status, headers, body as JSON (Null if not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts this is a problem+json of the given status and slug, and returns it.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, slug: &str) -> &Value {
+        assert_eq!(self.status, status, "status; body: {}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "content type; body: {}", self.text);
+        assert_eq!(self.body["type"], format!("urn:paygate:problem:{slug}"), "type; body: {}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(self.body["detail"].as_str().is_some_and(|t| !t.is_empty()));
+        &self.body
+    }
+}
+
+impl TestDb {
+    pub async fn fresh() -> TestDb {
+        match std::env::var("PAYGATE_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("paygate_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("PAYGATE_TEST_DATABASE_URL must reach PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+                let mut url = reqwest::Url::parse(&admin_url).unwrap();
+                url.set_path(&format!("/{name}"));
+                TestDb::Postgres { admin_url, name, url: url.to_string() }
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/paygate.db", dir.path().display());
+                TestDb::Sqlite { dir, url }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name, .. } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside any runtime we may block; use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The configuration tests run with: defaults, port 0, the given database.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::defaults();
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.database.url = SecretString::from(db.url().to_string());
+    config.database.max_connections = 5;
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDb::fresh().await;
+        let mut config = test_config(&db);
+        adjust(&mut config);
+        Self::spawn_on(db, config).await
+    }
+
+    pub async fn spawn_on(db: TestDb, config: Config) -> TestApp {
+        let app = Application::build(config).await.expect("application builds");
+        let addr = app.local_addr();
+        let store = app.store().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            store,
+            db,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Creates a token with `role` directly in the store and returns its bearer string.
+    pub async fn token(&self, role: Role) -> String {
+        let t = new_token();
+        let name = format!("{}-{}", role, &t.id);
+        self.store.insert_token(&t, &name, role).await.unwrap();
+        t.bearer
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        let mut req = self.client.get(self.url(path));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    /// POSTs JSON with an optional bearer and Idempotency-Key.
+    pub async fn post_json(&self, path: &str, body: &Value, bearer: Option<&str>, key: Option<&str>) -> Reply {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        read(req.send().await.expect("request sent")).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, body, text }
+}
+
+/// Polls `check` until it returns Some or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "condition not met within {deadline:?}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests over real HTTP. Run on SQLite by default and on PostgreSQL with
+//! `PAYGATE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test`.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod errors;
+mod idempotency;
+mod ops;
