@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::obligations::RuleBook;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -20,6 +21,10 @@ pub struct Inner {
     pub config: Config,
     pub store: Store,
     pub metrics: Metrics,
+    /// The validated rule tables in force for calculations.
+    pub rules: Arc<RuleBook>,
+    /// `server.public_base_url`, or `http://<bound address>` when that is empty; no trailing `/`.
+    pub public_base_url: String,
 }
 
 #[derive(Clone)]
@@ -39,8 +44,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database, applies migrations if configured, and binds the listener.
+    /// Loads the rule tables from `obligations.rules_dir`, then [`Application::build_with`].
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let rules = crate::notices::load_rules(&config.obligations.rules_dir).map_err(|e| anyhow::anyhow!(e))?;
+        Self::build_with(config, Arc::new(rules)).await
+    }
+
+    /// Connects to the database, applies migrations if configured, and binds the listener.
+    pub async fn build_with(config: Config, rules: Arc<RuleBook>) -> anyhow::Result<Application> {
         let store = Store::connect(&config.database).await?;
         if config.database.migrate_on_start {
             store.migrate().await?;
@@ -48,7 +59,11 @@ impl Application {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
-        let state = AppState(Arc::new(Inner { config, store, metrics: Metrics::new() }));
+        let public_base_url = match config.server.public_base_url.trim_end_matches('/') {
+            "" => format!("http://{}", listener.local_addr()?),
+            url => url.to_string(),
+        };
+        let state = AppState(Arc::new(Inner { config, store, metrics: Metrics::new(), rules, public_base_url }));
         Ok(Application { listener, state })
     }
 

@@ -9,6 +9,7 @@
 //! held in [`SecretString`] and never appear in `Debug` output or logs; a bad value is reported as
 //! one [`ConfigError`] naming the key and what is wrong.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::providers::protocol::momo::MomoCredentials;
+use crate::providers::protocol::vnpay::VnpayCredentials;
+use crate::providers::protocol::zalopay::ZalopayCredentials;
 
 /// The defaults, compiled into the binary so it runs without any file present.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -30,6 +35,79 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub idempotency: IdempotencyConfig,
     pub telemetry: TelemetryConfig,
+    pub obligations: ObligationsConfig,
+    pub providers: ProvidersConfig,
+    pub sandbox: SandboxSettings,
+}
+
+/// The providers a payer can choose, and how to reach them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProvidersConfig {
+    pub enabled: Vec<String>,
+    pub return_url_allowlist: Vec<String>,
+    pub payment_ttl_secs: u64,
+    pub status_poll_after_secs: u64,
+    pub status_poll_interval_secs: u64,
+    pub http_timeout_secs: u64,
+    pub vnpay: VnpayConfig,
+    pub momo: MomoConfig,
+    pub zalopay: ZalopayConfig,
+    pub vietqr: VietQrConfig,
+    pub banks: BTreeMap<String, BankConfig>,
+}
+
+/// The provider names paygate knows.
+pub const PROVIDER_NAMES: [&str; 4] = ["vnpay", "momo", "zalopay", "vietqr"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VnpayConfig {
+    /// Empty: the in-process sandbox.
+    pub base_url: String,
+    #[serde(flatten)]
+    pub credentials: VnpayCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MomoConfig {
+    pub base_url: String,
+    #[serde(flatten)]
+    pub credentials: MomoCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZalopayConfig {
+    pub base_url: String,
+    #[serde(flatten)]
+    pub credentials: ZalopayCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VietQrConfig {
+    /// The partner bank (a key of `providers.banks`) whose notifications confirm transfers.
+    pub bank: String,
+    /// NAPAS acquirer BIN of the collection account's bank.
+    pub bin: String,
+    pub account: String,
+    pub account_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BankConfig {
+    /// Active signing secrets of `Paygate-Signature` (several during rotation).
+    pub secrets: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SandboxSettings {
+    /// Mount the provider simulators at `/sandbox`.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ObligationsConfig {
+    /// Folder of rule tables (`*.toml`).
+    pub rules_dir: PathBuf,
+    pub quote_validity_hours: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,7 +263,7 @@ impl Config {
         if self.database.acquire_timeout_secs == 0 {
             return Err(ConfigError::new("database.acquire_timeout_secs", "must be at least 1"));
         }
-        if reqwest::Url::parse(&self.server.public_base_url).is_err() {
+        if !self.server.public_base_url.is_empty() && reqwest::Url::parse(&self.server.public_base_url).is_err() {
             return Err(ConfigError::new(
                 "server.public_base_url",
                 format!("{:?} is not an absolute URL", self.server.public_base_url),
@@ -206,6 +284,10 @@ impl Config {
                 "must be longer than server.request_timeout_secs",
             ));
         }
+        if self.obligations.quote_validity_hours == 0 || self.obligations.quote_validity_hours > 24 * 366 {
+            return Err(ConfigError::new("obligations.quote_validity_hours", "must be between 1 and 8784 (a year)"));
+        }
+        self.validate_providers()?;
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(ConfigError::new(
                 "telemetry.log_level",
@@ -217,6 +299,77 @@ impl Config {
                 "telemetry.otlp_endpoint",
                 format!("{:?} is not an absolute URL", self.telemetry.otlp_endpoint),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let p = &self.providers;
+        for name in &p.enabled {
+            if !PROVIDER_NAMES.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    "providers.enabled",
+                    format!("unknown provider {name:?}; known: {}", PROVIDER_NAMES.join(", ")),
+                ));
+            }
+        }
+        for prefix in &p.return_url_allowlist {
+            if reqwest::Url::parse(prefix).is_err() {
+                return Err(ConfigError::new(
+                    "providers.return_url_allowlist",
+                    format!("{prefix:?} is not an absolute URL"),
+                ));
+            }
+        }
+        if p.payment_ttl_secs < 60 {
+            return Err(ConfigError::new("providers.payment_ttl_secs", "must be at least 60"));
+        }
+        if p.status_poll_interval_secs == 0 {
+            return Err(ConfigError::new("providers.status_poll_interval_secs", "must be at least 1"));
+        }
+        if p.http_timeout_secs == 0 || p.http_timeout_secs >= self.server.request_timeout_secs {
+            return Err(ConfigError::new(
+                "providers.http_timeout_secs",
+                "must be at least 1 and shorter than server.request_timeout_secs",
+            ));
+        }
+        for (key, url) in [("vnpay", &p.vnpay.base_url), ("momo", &p.momo.base_url), ("zalopay", &p.zalopay.base_url)] {
+            if !url.is_empty() && reqwest::Url::parse(url).is_err() {
+                return Err(ConfigError::new(
+                    format!("providers.{key}.base_url"),
+                    format!("{url:?} is not an absolute URL (leave it empty for the sandbox)"),
+                ));
+            }
+        }
+        if p.vnpay.credentials.tmn_code.is_empty() {
+            return Err(ConfigError::new("providers.vnpay.tmn_code", "must not be empty"));
+        }
+        for (name, bank) in &p.banks {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                return Err(ConfigError::new(
+                    format!("providers.banks.{name}"),
+                    "bank names are lowercase letters, digits and '-'",
+                ));
+            }
+            if bank.secrets.is_empty() || bank.secrets.iter().any(|s| s.expose_secret().len() < 16) {
+                return Err(ConfigError::new(
+                    format!("providers.banks.{name}.secrets"),
+                    "needs at least one secret, each of 16 characters or more",
+                ));
+            }
+        }
+        if p.enabled.iter().any(|n| n == "vietqr") {
+            if !p.banks.contains_key(&p.vietqr.bank) {
+                return Err(ConfigError::new(
+                    "providers.vietqr.bank",
+                    format!("{:?} is not a configured partner bank (providers.banks)", p.vietqr.bank),
+                ));
+            }
+            if p.vietqr.bin.len() != 6 || !p.vietqr.bin.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::new("providers.vietqr.bin", "must be 6 digits"));
+            }
         }
         Ok(())
     }

@@ -5,7 +5,13 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod http;
+pub mod money;
+pub mod notices;
+pub mod obligations;
+pub mod privacy;
+pub mod providers;
 pub mod store;
 pub mod telemetry;

@@ -95,7 +95,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Serve => {
             let _telemetry = paygate::telemetry::init(&config.telemetry)?;
             let backend = config.database.backend_name();
-            let app = Application::build(config).await?;
+            let rules = match paygate::notices::load_rules(&config.obligations.rules_dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("paygate: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let app = Application::build_with(config, std::sync::Arc::new(rules)).await?;
             tracing::info!(address = %app.local_addr(), backend, "paygate listening");
             app.run_until(shutdown_signal()).await?;
             tracing::info!("stopped");

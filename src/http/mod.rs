@@ -28,6 +28,7 @@ pub mod auth;
 pub mod idempotency;
 pub mod json;
 pub mod middleware;
+pub mod notices;
 pub mod ops;
 pub mod problem;
 pub mod tokens;
@@ -62,6 +63,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(notices::create_quote))
+        .routes(routes!(notices::issue))
+        .routes(routes!(notices::show))
+        .routes(routes!(notices::cancel))
 }
 
 /// The OpenAPI document of the service.

@@ -53,6 +53,9 @@ pub struct ProblemDetails {
     /// For validation errors: the first field that failed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub field: Option<String>,
+    /// A finer machine-readable reason within `type`, e.g. `unknown_jurisdiction`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<String>,
     /// For validation errors: every field that failed.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<FieldError>,
@@ -68,6 +71,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            code: None,
             errors: Vec::new(),
             retry_after: None,
         }))

@@ -21,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::config::DatabaseConfig;
 
 pub mod idempotency;
+pub mod notices;
 pub mod tokens;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -40,7 +41,6 @@ pub(crate) use on_pool;
 
 /// Begins a write transaction on `$pool`: `BEGIN IMMEDIATE` on SQLite, a plain `BEGIN` on
 /// PostgreSQL (which locks rows, not the database).
-#[allow(unused_macros)]
 macro_rules! begin_write {
     ($store:expr, $pool:ident, $tx:ident => $body:expr) => {
         match $store {
@@ -57,7 +57,6 @@ macro_rules! begin_write {
         }
     };
 }
-#[allow(unused_imports)]
 pub(crate) use begin_write;
 
 /// A handle on the database; cheap to clone.

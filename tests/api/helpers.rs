@@ -25,8 +25,20 @@ pub struct TestApp {
 }
 
 pub enum TestDb {
-    Sqlite { dir: tempfile::TempDir, url: String },
-    Postgres { admin_url: String, name: String, url: String },
+    Sqlite {
+        dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+    /// Another app's database (a second process on the same database); not dropped by this one.
+    Shared {
+        url: String,
+        postgres: bool,
+    },
 }
 
 /// A response read whole: status, headers, body as JSON (Null if not JSON).
@@ -78,12 +90,16 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } | TestDb::Shared { url, .. } => url,
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self, TestDb::Postgres { .. })
+        matches!(self, TestDb::Postgres { .. } | TestDb::Shared { postgres: true, .. })
+    }
+
+    fn shared(&self) -> TestDb {
+        TestDb::Shared { url: self.url().to_string(), postgres: self.is_postgres() }
     }
 }
 
@@ -142,6 +158,26 @@ impl TestApp {
             store,
             db,
             shutdown: Some(tx),
+        }
+    }
+
+    /// A second instance of the service on the same database, e.g. with other rule tables.
+    pub async fn spawn_sibling(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let db = self.db.shared();
+        let mut config = test_config(&db);
+        adjust(&mut config);
+        Self::spawn_on(db, config).await
+    }
+
+    /// Rows in `table` (test-only inspection of what was stored).
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if self.db.is_postgres() {
+            let mut c = sqlx::PgConnection::connect(self.db.url()).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(self.db.url()).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
         }
     }
 

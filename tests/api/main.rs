@@ -7,4 +7,5 @@ mod auth;
 mod cli;
 mod errors;
 mod idempotency;
+mod notices;
 mod ops;
