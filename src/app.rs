@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::obligations::RuleBook;
+use crate::providers::Providers;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -23,6 +24,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The validated rule tables in force for calculations.
     pub rules: Arc<RuleBook>,
+    /// The provider connectors, built from `providers.*`.
+    pub providers: Providers,
     /// `server.public_base_url`, or `http://<bound address>` when that is empty; no trailing `/`.
     pub public_base_url: String,
 }
@@ -63,7 +66,9 @@ impl Application {
             "" => format!("http://{}", listener.local_addr()?),
             url => url.to_string(),
         };
-        let state = AppState(Arc::new(Inner { config, store, metrics: Metrics::new(), rules, public_base_url }));
+        let providers = Providers::from_config(&config.providers, &public_base_url)?;
+        let state =
+            AppState(Arc::new(Inner { config, store, metrics: Metrics::new(), rules, providers, public_base_url }));
         Ok(Application { listener, state })
     }
 
@@ -73,6 +78,11 @@ impl Application {
 
     pub fn store(&self) -> &Store {
         &self.state.store
+    }
+
+    /// The shared state (tests use it to run background rounds at a chosen instant).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
@@ -87,9 +97,10 @@ impl Application {
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             });
+        let poller = tokio::spawn(crate::payments::poller::run(self.state.clone(), stopping_rx.clone()));
         let mut stopping = stopping_rx;
         let server = std::pin::pin!(server.into_future());
-        tokio::select! {
+        let result = tokio::select! {
             result = server => result,
             _ = async {
                 let _ = stopping.wait_for(|s| *s).await;
@@ -98,7 +109,9 @@ impl Application {
                 tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
                 Ok(())
             }
-        }
+        };
+        poller.abort();
+        result
     }
 }
 

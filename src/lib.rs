@@ -5,12 +5,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod callbacks;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod money;
 pub mod notices;
 pub mod obligations;
+pub mod payments;
 pub mod privacy;
 pub mod providers;
 pub mod store;

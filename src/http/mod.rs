@@ -25,11 +25,14 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 
 pub mod auth;
+pub mod callbacks;
 pub mod idempotency;
 pub mod json;
 pub mod middleware;
 pub mod notices;
 pub mod ops;
+pub mod pages;
+pub mod payments;
 pub mod problem;
 pub mod tokens;
 
@@ -67,6 +70,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(notices::issue))
         .routes(routes!(notices::show))
         .routes(routes!(notices::cancel))
+        .routes(routes!(payments::create))
+        .routes(routes!(payments::show))
+        .routes(routes!(callbacks::vnpay))
+        .routes(routes!(callbacks::momo))
+        .routes(routes!(callbacks::zalopay))
+        .routes(routes!(callbacks::bank))
 }
 
 /// The OpenAPI document of the service.
@@ -90,6 +99,8 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .route("/callbacks/vnpay", axum::routing::post(callbacks::vnpay))
+        .merge(pages::routes())
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(
             ServiceBuilder::new()

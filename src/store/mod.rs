@@ -22,6 +22,7 @@ use crate::config::DatabaseConfig;
 
 pub mod idempotency;
 pub mod notices;
+pub mod payments;
 pub mod tokens;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -20,6 +20,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub store: Store,
+    pub state: paygate::app::AppState,
     pub db: TestDb,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -148,6 +149,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("application builds");
         let addr = app.local_addr();
         let store = app.store().clone();
+        let state = app.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = rx.await;
@@ -156,6 +158,7 @@ impl TestApp {
             addr,
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             store,
+            state,
             db,
             shutdown: Some(tx),
         }
@@ -248,5 +251,68 @@ where
         assert!(Instant::now() < until, "condition not met within {deadline:?}");
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The obligations issue's worked example: 75,000,000 đồng in two lines.
+pub fn example_quote() -> Value {
+    serde_json::json!({"jurisdiction": "VN-57", "valuation_date": "2026-11-26",
+     "parcel": {"area_m2": "120", "land_type": "ODT", "list_price_per_m2": 25000000},
+     "items": [{"kind": "registration_fee", "contract_price": 2800000000u64},
+               {"kind": "personal_income_tax", "transfer_price": 2800000000u64}]})
+}
+
+pub fn vn_today() -> chrono::NaiveDate {
+    (chrono::Utc::now() + chrono::Duration::hours(7)).date_naive()
+}
+
+impl TestApp {
+    /// Issues a 75,000,000 đồng notice due in 30 days and returns its code.
+    pub async fn issue_notice(&self) -> String {
+        let issuer = self.token(Role::Issuer).await;
+        let mut body = example_quote();
+        body["payer"] = serde_json::json!({"name": "Nguyễn Văn An", "identifier": "079123456789"});
+        body["dossier_ref"] = serde_json::json!("HS-2026-000123");
+        body["due_date"] = serde_json::json!((vn_today() + chrono::Duration::days(30)).to_string());
+        let r = self.post_json("/v1/notices", &body, Some(&issuer), None).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["code"].as_str().unwrap().to_string()
+    }
+
+    /// Starts a payment of `code` through `provider`.
+    pub async fn start_payment(&self, code: &str, provider: &str) -> Reply {
+        self.post_json(&format!("/v1/notices/{code}/payments"), &serde_json::json!({"provider": provider}), None, None)
+            .await
+    }
+
+    /// A partner bank's signed credit notification (the sandbox bank's secret from config/default.toml).
+    pub async fn bank_credit(&self, amount: i64, description: &str, transaction_id: &str) -> Reply {
+        let body = serde_json::json!({
+            "event_id": format!("ev-{transaction_id}"), "bank": "sandbox", "account": "0011012345678",
+            "amount": amount, "currency": "VND", "description": description,
+            "transaction_id": transaction_id, "credited_at": "2026-11-26T10:00:00+07:00"
+        })
+        .to_string();
+        let secret = secrecy::SecretString::from("sandbox-bank-secret".to_string());
+        let header =
+            paygate::providers::protocol::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());
+        self.send(
+            self.client
+                .post(self.url("/callbacks/bank/sandbox"))
+                .header("content-type", "application/json")
+                .header("paygate-signature", header)
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn payment(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/payments/{id}"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    }
+
+    pub async fn notice(&self, code: &str) -> Value {
+        self.get(&format!("/v1/notices/{code}"), None).await.body
     }
 }

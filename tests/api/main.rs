@@ -9,3 +9,4 @@ mod errors;
 mod idempotency;
 mod notices;
 mod ops;
+mod payments;

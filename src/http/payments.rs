@@ -1,0 +1,107 @@
+//! Public payment routes: start paying a notice, follow a payment.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::json::ApiJson;
+use super::problem::{ApiResult, Problem, ProblemDetails};
+use crate::app::AppState;
+use crate::notices;
+use crate::payments::{self, PaymentRequest};
+use crate::store::payments::{PaymentEventRecord, PaymentKey, PaymentRecord};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    pub id: String,
+    /// `pending`, `succeeded`, `failed`, `expired`, `cancelled`, `refunded`, `partially_refunded`.
+    pub status: String,
+    pub provider: String,
+    /// Whole đồng, fixed when the payment was created.
+    pub amount: i64,
+    pub currency: &'static str,
+    pub notice_code: String,
+    /// Send the payer here (VNPAY, MoMo, ZaloPay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// Show this as a QR code (VietQR).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr_payload: Option<String>,
+    /// Our reference at the provider.
+    pub merchant_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_txn_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Paid while the notice was already paid: recorded for refund.
+    pub overpayment: bool,
+    /// Money that arrived after the payment ended: held in suspense for refund.
+    pub late_success: bool,
+    /// Amount owed back to the payer, đồng.
+    pub refund_due: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<PaymentEventRecord>>,
+}
+
+impl PaymentView {
+    pub fn new(p: &PaymentRecord, history: Option<Vec<PaymentEventRecord>>) -> PaymentView {
+        PaymentView {
+            id: p.id.clone(),
+            status: p.status.clone(),
+            provider: p.provider.clone(),
+            amount: p.amount,
+            currency: "VND",
+            notice_code: p.notice_code.clone(),
+            redirect_url: p.redirect_url.clone(),
+            qr_payload: p.qr_payload.clone(),
+            merchant_ref: p.merchant_ref.clone(),
+            provider_txn_id: p.provider_txn_id.clone(),
+            created_at: p.created_at,
+            expires_at: p.expires_at,
+            overpayment: p.overpayment,
+            late_success: p.late_success,
+            refund_due: p.refund_due,
+            history,
+        }
+    }
+}
+
+/// Start paying a notice (public). The amount is the notice's total due now, fixed for this payment.
+#[utoipa::path(post, path = "/v1/notices/{code}/payments", tag = "public", request_body = PaymentRequest,
+    params(("code" = String, Path, description = "Notice code"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = PaymentView),
+              (status = 409, body = ProblemDetails, content_type = "application/problem+json",
+               description = "notice already paid or cancelled"),
+              (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 502, body = ProblemDetails, content_type = "application/problem+json",
+               description = "the provider could not be reached")))]
+pub async fn create(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(code): Path<String>,
+    ApiJson(req): ApiJson<PaymentRequest>,
+) -> ApiResult<(StatusCode, Json<PaymentView>)> {
+    let code = notices::parse_code(&code)?;
+    let payment = payments::create(&state, &code, &req, &peer.ip().to_string()).await?;
+    Ok((StatusCode::CREATED, Json(PaymentView::new(&payment, None))))
+}
+
+/// A payment's status and history (public: the id is unguessable).
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "public",
+    params(("id" = String, Path, description = "Payment id")),
+    responses((status = 200, body = PaymentView),
+              (status = 404, body = ProblemDetails, content_type = "application/problem+json")))]
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PaymentView>> {
+    let payment = state
+        .store
+        .find_payment(PaymentKey::Id(&id))
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("No payment with id {id:?}.")))?;
+    let history = state.store.payment_history(&payment.id).await?;
+    Ok(Json(PaymentView::new(&payment, Some(history))))
+}
