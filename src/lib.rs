@@ -15,5 +15,6 @@ pub mod obligations;
 pub mod payments;
 pub mod privacy;
 pub mod providers;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;

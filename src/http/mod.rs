@@ -83,6 +83,33 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().split_for_parts().1
 }
 
+/// The provider simulators, or nothing when `sandbox.enabled` is off.
+fn sandbox_router(state: &AppState) -> Router {
+    if !state.config.sandbox.enabled {
+        return Router::new().fallback(|| async { StatusCode::NOT_FOUND.into_response() });
+    }
+    let p = &state.config.providers;
+    let base = &state.public_base_url;
+    crate::sandbox::router(crate::sandbox::SandboxConfig {
+        vnpay: p.vnpay.credentials.clone(),
+        vnpay_ipn_url: format!("{base}/callbacks/vnpay"),
+        momo: p.momo.credentials.clone(),
+        zalopay: p.zalopay.credentials.clone(),
+        banks: p
+            .banks
+            .iter()
+            .filter_map(|(name, bank)| {
+                Some(crate::sandbox::SandboxBank {
+                    name: name.clone(),
+                    secret: bank.secrets.first()?.clone(),
+                    notify_url: format!("{base}/callbacks/bank/{name}"),
+                })
+            })
+            .collect(),
+        http_timeout: Duration::from_secs(p.http_timeout_secs),
+    })
+}
+
 /// The complete router with every layer.
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api().split_for_parts();
@@ -101,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/callbacks/vnpay", axum::routing::post(callbacks::vnpay))
         .merge(pages::routes())
+        .nest_service("/sandbox", sandbox_router(&state))
         .fallback(|| async { StatusCode::NOT_FOUND.into_response() })
         .layer(
             ServiceBuilder::new()

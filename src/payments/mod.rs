@@ -115,6 +115,23 @@ pub async fn create(
         .principal
         .checked_add(interest.amount.get())
         .ok_or_else(|| Problem::internal(&"amount due overflows"))?;
+    let (min, max) = connector.amount_limits();
+    if amount < min || amount > max {
+        let mut p = Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "amount-outside-provider-limits",
+            "Amount outside the provider's limits",
+            format!(
+                "{} takes payments of {} to {} đồng; this notice's total due is {} đồng. Choose another provider.",
+                connector.name(),
+                group(min),
+                group(max),
+                group(amount)
+            ),
+        );
+        p.field = Some("provider".into());
+        return Err(p);
+    }
     let cfg = &state.config.providers;
     let merchant_ref = connector.merchant_ref(&new_base_ref(), created_at).map_err(|e| Problem::internal(&e))?;
     let expires_at = created_at + Duration::seconds(cfg.payment_ttl_secs as i64);
@@ -191,6 +208,19 @@ pub async fn create(
             .with_retry_after(30))
         }
     }
+}
+
+/// `50000000` → `50.000.000`.
+fn group(amount: i64) -> String {
+    let digits = amount.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Applies a verified provider event to the payment it names. `Pending` outcomes change

@@ -91,6 +91,11 @@ pub trait Connector: Send + Sync {
         Ok(base.to_string())
     }
 
+    /// The smallest and largest amount (đồng) this provider takes in one payment.
+    fn amount_limits(&self) -> (i64, i64) {
+        (1, i64::MAX)
+    }
+
     /// Prepares the payer's next step: a signed redirect, a provider-created order, or a QR.
     async fn start(&self, payment: &StartPayment) -> Result<Instructions, ProviderError>;
 

@@ -25,6 +25,11 @@ impl Connector for Momo {
         "momo"
     }
 
+    /// `captureWallet` takes 1,000 to 50,000,000 đồng (providers.md).
+    fn amount_limits(&self) -> (i64, i64) {
+        (1_000, 50_000_000)
+    }
+
     async fn start(&self, p: &StartPayment) -> Result<Instructions, ProviderError> {
         let body = momo::create_request(
             &self.credentials,

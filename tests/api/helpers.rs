@@ -269,8 +269,21 @@ pub fn vn_today() -> chrono::NaiveDate {
 impl TestApp {
     /// Issues a 75,000,000 đồng notice due in 30 days and returns its code.
     pub async fn issue_notice(&self) -> String {
+        self.issue_notice_for("120", 2_800_000_000).await
+    }
+
+    /// Issues a 6,250,000 đồng notice (10 m²: registration fee 1,250,000 + PIT 5,000,000), within
+    /// every e-wallet's per-payment limit.
+    pub async fn issue_small_notice(&self) -> String {
+        self.issue_notice_for("10", 250_000_000).await
+    }
+
+    async fn issue_notice_for(&self, area: &str, price: i64) -> String {
         let issuer = self.token(Role::Issuer).await;
         let mut body = example_quote();
+        body["parcel"]["area_m2"] = serde_json::json!(area);
+        body["items"][0]["contract_price"] = serde_json::json!(price);
+        body["items"][1]["transfer_price"] = serde_json::json!(price);
         body["payer"] = serde_json::json!({"name": "Nguyễn Văn An", "identifier": "079123456789"});
         body["dossier_ref"] = serde_json::json!("HS-2026-000123");
         body["due_date"] = serde_json::json!((vn_today() + chrono::Duration::days(30)).to_string());

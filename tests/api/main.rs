@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod e2e;
 mod errors;
 mod idempotency;
 mod notices;
