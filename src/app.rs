@@ -66,7 +66,7 @@ impl Application {
             "" => format!("http://{}", listener.local_addr()?),
             url => url.to_string(),
         };
-        let providers = Providers::from_config(&config.providers, &public_base_url)?;
+        let providers = Providers::from_config(&config.providers, &config.partner_banks(), &public_base_url)?;
         let state =
             AppState(Arc::new(Inner { config, store, metrics: Metrics::new(), rules, providers, public_base_url }));
         Ok(Application { listener, state })

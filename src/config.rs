@@ -101,7 +101,12 @@ pub struct BankConfig {
 pub struct SandboxSettings {
     /// Mount the provider simulators at `/sandbox`.
     pub enabled: bool,
+    /// While enabled, the sandbox is also the partner bank `sandbox`, signing with this.
+    pub bank_secret: SecretString,
 }
+
+/// The partner bank the sandbox plays.
+pub const SANDBOX_BANK: &str = "sandbox";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ObligationsConfig {
@@ -305,6 +310,15 @@ impl Config {
 }
 
 impl Config {
+    /// The configured partner banks, plus the sandbox's bank while the sandbox is on.
+    pub fn partner_banks(&self) -> BTreeMap<String, BankConfig> {
+        let mut banks = self.providers.banks.clone();
+        if self.sandbox.enabled {
+            banks.insert(SANDBOX_BANK.to_string(), BankConfig { secrets: vec![self.sandbox.bank_secret.clone()] });
+        }
+        banks
+    }
+
     fn validate_providers(&self) -> Result<(), ConfigError> {
         let p = &self.providers;
         for name in &p.enabled {
@@ -336,6 +350,12 @@ impl Config {
             ));
         }
         for (key, url) in [("vnpay", &p.vnpay.base_url), ("momo", &p.momo.base_url), ("zalopay", &p.zalopay.base_url)] {
+            if url.is_empty() && !self.sandbox.enabled && p.enabled.iter().any(|n| n == key) {
+                return Err(ConfigError::new(
+                    format!("providers.{key}.base_url"),
+                    "must be set when the sandbox is disabled (an empty base_url means the sandbox)",
+                ));
+            }
             if !url.is_empty() && reqwest::Url::parse(url).is_err() {
                 return Err(ConfigError::new(
                     format!("providers.{key}.base_url"),
@@ -346,7 +366,30 @@ impl Config {
         if p.vnpay.credentials.tmn_code.is_empty() {
             return Err(ConfigError::new("providers.vnpay.tmn_code", "must not be empty"));
         }
-        for (name, bank) in &p.banks {
+        if !self.sandbox.enabled {
+            let enabled = |n: &str| p.enabled.iter().any(|e| e == n);
+            let sandbox_secrets = [
+                ("providers.vnpay.hash_secret", enabled("vnpay"), &p.vnpay.credentials.hash_secret),
+                ("providers.momo.secret_key", enabled("momo"), &p.momo.credentials.secret_key),
+                ("providers.zalopay.key1", enabled("zalopay"), &p.zalopay.credentials.key1),
+                ("providers.zalopay.key2", enabled("zalopay"), &p.zalopay.credentials.key2),
+            ];
+            for (key, on, secret) in sandbox_secrets {
+                if on && secret.expose_secret().starts_with("sandbox-") {
+                    return Err(ConfigError::new(key, "is still the sandbox's value; set the real secret"));
+                }
+            }
+            for (name, bank) in &self.partner_banks() {
+                if bank.secrets.iter().any(|s| s.expose_secret().starts_with("sandbox-")) {
+                    return Err(ConfigError::new(
+                        format!("providers.banks.{name}.secrets"),
+                        "holds the sandbox's value; set the real secret",
+                    ));
+                }
+            }
+        }
+        let banks = self.partner_banks();
+        for (name, bank) in &banks {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
                 return Err(ConfigError::new(
                     format!("providers.banks.{name}"),
@@ -361,7 +404,7 @@ impl Config {
             }
         }
         if p.enabled.iter().any(|n| n == "vietqr") {
-            if !p.banks.contains_key(&p.vietqr.bank) {
+            if !banks.contains_key(&p.vietqr.bank) {
                 return Err(ConfigError::new(
                     "providers.vietqr.bank",
                     format!("{:?} is not a configured partner bank (providers.banks)", p.vietqr.bank),

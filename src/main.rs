@@ -37,6 +37,21 @@ enum Command {
     ///
     /// Safe to run while other instances are serving, and from several processes at once.
     Migrate,
+    /// Run the provider simulators (VNPAY, MoMo, ZaloPay, partner banks) on their own.
+    ///
+    /// `paygate serve` already mounts them at /sandbox when sandbox.enabled is true (the
+    /// default). Use this to run them as a separate process: point the connectors at it with
+    /// PAYGATE_PROVIDERS__VNPAY__BASE_URL=http://127.0.0.1:8090/sandbox/vnpay (likewise momo,
+    /// zalopay). Pay pages are under /sandbox/<provider>/, settlement files under
+    /// /sandbox/<provider>/settlement?date=YYYY-MM-DD.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: std::net::SocketAddr,
+        /// The gateway that receives the simulated callbacks.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+    },
     /// Manage bearer tokens for issuers and staff.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -106,6 +121,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             tracing::info!(address = %app.local_addr(), backend, "paygate listening");
             app.run_until(shutdown_signal()).await?;
             tracing::info!("stopped");
+        }
+        Command::Sandbox { bind, gateway } => {
+            let _telemetry = paygate::telemetry::init(&config.telemetry)?;
+            let sandbox = paygate::sandbox::router(paygate::http::sandbox_config(&config, &gateway));
+            let app = axum::Router::new().nest_service("/sandbox", sandbox);
+            let listener = tokio::net::TcpListener::bind(bind).await?;
+            tracing::info!(address = %listener.local_addr()?, gateway, "provider sandbox listening");
+            println!("sandbox: http://{}/sandbox/", listener.local_addr()?);
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         }
         Command::Migrate => {
             let store = Store::connect(&config.database).await?;

@@ -88,15 +88,21 @@ fn sandbox_router(state: &AppState) -> Router {
     if !state.config.sandbox.enabled {
         return Router::new().fallback(|| async { StatusCode::NOT_FOUND.into_response() });
     }
-    let p = &state.config.providers;
-    let base = &state.public_base_url;
-    crate::sandbox::router(crate::sandbox::SandboxConfig {
+    crate::sandbox::router(sandbox_config(&state.config, &state.public_base_url))
+}
+
+/// The sandbox's configuration: the same credentials as the connectors, and callbacks aimed at
+/// the gateway at `gateway_base_url`.
+pub fn sandbox_config(config: &crate::config::Config, gateway_base_url: &str) -> crate::sandbox::SandboxConfig {
+    let p = &config.providers;
+    let base = gateway_base_url.trim_end_matches('/');
+    crate::sandbox::SandboxConfig {
         vnpay: p.vnpay.credentials.clone(),
         vnpay_ipn_url: format!("{base}/callbacks/vnpay"),
         momo: p.momo.credentials.clone(),
         zalopay: p.zalopay.credentials.clone(),
-        banks: p
-            .banks
+        banks: config
+            .partner_banks()
             .iter()
             .filter_map(|(name, bank)| {
                 Some(crate::sandbox::SandboxBank {
@@ -107,7 +113,7 @@ fn sandbox_router(state: &AppState) -> Router {
             })
             .collect(),
         http_timeout: Duration::from_secs(p.http_timeout_secs),
-    })
+    }
 }
 
 /// The complete router with every layer.

@@ -90,7 +90,8 @@ fn dong(amount: i64) -> String {
     format!("{}{grouped} ₫", if amount < 0 { "-" } else { "" })
 }
 
-fn page(lang: Lang, title: &str, body: &str, refresh: bool) -> Response {
+/// A whole page. `here` is the path the language links point at (with `?lang=`).
+fn page(lang: Lang, here: &str, title: &str, body: &str, refresh: bool) -> Response {
     let refresh = if refresh { r#"<meta http-equiv="refresh" content="5">"# } else { "" };
     let html = format!(
         r#"<!doctype html>
@@ -106,17 +107,23 @@ footer{{margin-top:2rem;color:#666;font-size:.85rem}}
 </style></head>
 <body><h1>{title}</h1>
 {body}
-<footer>paygate · <a href="?lang=vi">Tiếng Việt</a> · <a href="?lang=en">English</a></footer>
+<footer>paygate · <a href="{here}?lang=vi">Tiếng Việt</a> · <a href="{here}?lang=en">English</a></footer>
 </body></html>"#,
         lang = lang.code(),
         title = esc(title),
+        here = esc(here),
     );
     Html(html).into_response()
 }
 
 fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
-    let mut r =
-        page(lang, lang.t("Không thực hiện được", "Something went wrong"), &format!("<p>{}</p>", esc(message)), false);
+    let mut r = page(
+        lang,
+        "",
+        lang.t("Không thực hiện được", "Something went wrong"),
+        &format!("<p>{}</p>", esc(message)),
+        false,
+    );
     *r.status_mut() = status;
     r
 }
@@ -236,7 +243,7 @@ async fn notice_page(State(state): State<AppState>, Path(code): Path<String>, Qu
             ));
         }
     }
-    page(lang, lang.t("Thông báo nộp tiền", "Payment notice"), &body, false)
+    page(lang, &format!("/pay/{}", notice.code), lang.t("Thông báo nộp tiền", "Payment notice"), &body, false)
 }
 
 #[derive(Deserialize)]
@@ -351,7 +358,8 @@ async fn payment_page(State(state): State<AppState>, Path(id): Path<String>, Que
     match state.store.find_payment(PaymentKey::Id(&id)).await {
         Ok(Some(p)) => {
             let pending = p.status == "pending";
-            page(lang, lang.t("Thanh toán", "Payment"), &payment_body(&state, lang, &p), pending)
+            let here = format!("/pay/payment/{}", p.id);
+            page(lang, &here, lang.t("Thanh toán", "Payment"), &payment_body(&state, lang, &p), pending)
         }
         Ok(None) => error_page(lang, StatusCode::NOT_FOUND, lang.t("Không tìm thấy giao dịch.", "No such payment.")),
         Err(_) => {
@@ -422,12 +430,10 @@ async fn return_page(
         }
     };
     let payment = payments::refresh(&state, &payment).await.unwrap_or(payment);
-    let mut response = page(
-        lang,
-        lang.t("Kết quả thanh toán", "Payment result"),
-        &payment_body(&state, lang, &payment),
-        payment.status == "pending",
-    );
+    let here = format!("/pay/payment/{}", payment.id);
+    let body = payment_body(&state, lang, &payment);
+    let mut response =
+        page(lang, &here, lang.t("Kết quả thanh toán", "Payment result"), &body, payment.status == "pending");
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }

@@ -123,7 +123,11 @@ pub struct Providers {
 impl Providers {
     /// Builds every connector from configuration; an empty `base_url` points at the in-process
     /// sandbox under `public_base_url`.
-    pub fn from_config(config: &ProvidersConfig, public_base_url: &str) -> anyhow::Result<Providers> {
+    pub fn from_config(
+        config: &ProvidersConfig,
+        banks: &BTreeMap<String, crate::config::BankConfig>,
+        public_base_url: &str,
+    ) -> anyhow::Result<Providers> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.http_timeout_secs))
             .connect_timeout(Duration::from_secs(config.http_timeout_secs.min(5)))
@@ -162,11 +166,7 @@ impl Providers {
             }),
         );
         connectors.insert("vietqr", Arc::new(vietqr::VietQr { config: config.vietqr.clone() }));
-        Ok(Providers {
-            connectors,
-            enabled: config.enabled.clone(),
-            banks: Arc::new(bank::Banks::from_config(&config.banks)),
-        })
+        Ok(Providers { connectors, enabled: config.enabled.clone(), banks: Arc::new(bank::Banks::from_config(banks)) })
     }
 
     /// A known provider, enabled or not.

@@ -28,6 +28,21 @@ async fn a_bad_configuration_value_exits_2_naming_the_key() {
     assert!(err.contains("database.url"), "{err}");
     assert!(!err.contains("hunter2"), "the secret is never printed: {err}");
 
+    // Without the sandbox, providers need real endpoints and real secrets.
+    let out = paygate(&db).env("PAYGATE_SANDBOX__ENABLED", "false").arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("providers.vnpay.base_url"));
+    let out = paygate(&db)
+        .env("PAYGATE_SANDBOX__ENABLED", "false")
+        .env("PAYGATE_PROVIDERS__ENABLED", "[vnpay]")
+        .env("PAYGATE_PROVIDERS__VNPAY__BASE_URL", "https://pay.vnpay.vn")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("providers.vnpay.hash_secret") && !err.contains("sandbox-vnpay"), "{err}");
+
     let out = paygate(&db).env("PAYGATE_TELEMETRY__LOG_FORMAT", "xml").arg("migrate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("telemetry.log_format"));
@@ -76,4 +91,37 @@ async fn token_create_prints_the_token_last_and_revoke_disables_it() {
 
     let out = paygate(&db).args(["token", "create", "--role", "king", "--name", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}
+
+#[tokio::test]
+async fn the_example_production_configuration_is_valid_once_its_secrets_are_given() {
+    let db = TestDb::fresh().await;
+    let out = paygate(&db)
+        .env("PAYGATE_CONFIG_DIR", "deploy")
+        .env("PAYGATE_ENV", "production")
+        .env("PAYGATE_PROVIDERS__VNPAY__TMN_CODE", "REALTMN1")
+        .env("PAYGATE_PROVIDERS__VNPAY__HASH_SECRET", "real-vnpay-secret-0001")
+        .env("PAYGATE_PROVIDERS__MOMO__SECRET_KEY", "real-momo-secret-0001")
+        .env("PAYGATE_PROVIDERS__ZALOPAY__KEY1", "real-zalopay-key1")
+        .env("PAYGATE_PROVIDERS__ZALOPAY__KEY2", "real-zalopay-key2")
+        .env("PAYGATE_PROVIDERS__VIETQR__BANK", "vcb")
+        .env("PAYGATE_PROVIDERS__BANKS__VCB__SECRETS", "[real-bank-secret-00001]")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Forgetting the partner bank leaves VietQR without anyone to confirm transfers.
+    let out = paygate(&db)
+        .env("PAYGATE_CONFIG_DIR", "deploy")
+        .env("PAYGATE_ENV", "production")
+        .env("PAYGATE_PROVIDERS__VNPAY__HASH_SECRET", "real-vnpay-secret-0001")
+        .env("PAYGATE_PROVIDERS__MOMO__SECRET_KEY", "real-momo-secret-0001")
+        .env("PAYGATE_PROVIDERS__ZALOPAY__KEY1", "real-zalopay-key1")
+        .env("PAYGATE_PROVIDERS__ZALOPAY__KEY2", "real-zalopay-key2")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("providers.vietqr.bank"));
 }
