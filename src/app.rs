@@ -97,7 +97,7 @@ impl Application {
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             });
-        let poller = tokio::spawn(crate::payments::poller::run(self.state.clone(), stopping_rx.clone()));
+        let poller = tokio::spawn(crate::webhooks::run_background(self.state.clone(), stopping_rx.clone()));
         let mut stopping = stopping_rx;
         let server = std::pin::pin!(server.into_future());
         let result = tokio::select! {

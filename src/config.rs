@@ -38,6 +38,27 @@ pub struct Config {
     pub obligations: ObligationsConfig,
     pub providers: ProvidersConfig,
     pub sandbox: SandboxSettings,
+    pub webhooks: WebhooksConfig,
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhooksConfig {
+    pub endpoints: Vec<WebhookEndpoint>,
+    pub max_backoff_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookEndpoint {
+    /// Unique name, recorded with each delivery.
+    pub name: String,
+    pub url: String,
+    pub secret: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LedgerConfig {
+    pub seal_interval_ms: u64,
 }
 
 /// The providers a payer can choose, and how to reach them.
@@ -293,6 +314,24 @@ impl Config {
             return Err(ConfigError::new("obligations.quote_validity_hours", "must be between 1 and 8784 (a year)"));
         }
         self.validate_providers()?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, e) in self.webhooks.endpoints.iter().enumerate() {
+            if e.name.is_empty() || !names.insert(e.name.clone()) {
+                return Err(ConfigError::new(format!("webhooks.endpoints[{i}].name"), "must be unique and not empty"));
+            }
+            if reqwest::Url::parse(&e.url).is_err() {
+                return Err(ConfigError::new(format!("webhooks.endpoints[{i}].url"), "is not an absolute URL"));
+            }
+            if e.secret.expose_secret().len() < 16 {
+                return Err(ConfigError::new(
+                    format!("webhooks.endpoints[{i}].secret"),
+                    "must be 16 characters or more",
+                ));
+            }
+        }
+        if self.ledger.seal_interval_ms == 0 {
+            return Err(ConfigError::new("ledger.seal_interval_ms", "must be at least 1"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(ConfigError::new(
                 "telemetry.log_level",

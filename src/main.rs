@@ -55,6 +55,16 @@ enum Command {
     /// Manage bearer tokens for issuers and staff.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Work with the append-only ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Seal pending transfers, recompute the hash chain and name the first link that does not
+    /// match. Exit status 0 when it verifies, 1 when it does not.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +145,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let store = Store::connect(&config.database).await?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend());
+        }
+        Command::Ledger(LedgerCommand::Verify) => {
+            let store = Store::connect(&config.database).await?;
+            while store.seal_ledger(5_000).await? > 0 {}
+            let report = store.verify_ledger().await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                if let Some(b) = &report.first_broken {
+                    eprintln!(
+                        "paygate: ledger chain broken at seq {} (transfer {}): {}",
+                        b.seq, b.transfer_id, b.reason
+                    );
+                }
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Token(cmd) => {
             let store = Store::connect(&config.database).await?;

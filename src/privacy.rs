@@ -47,3 +47,85 @@ mod tests {
         assert_eq!(mask_name(""), "");
     }
 }
+
+/// Keys whose values identify a citizen in providers' payloads.
+const IDENTIFYING_KEYS: [&str; 8] = [
+    "app_user",
+    "merchant_user_id",
+    "partnerClientId",
+    "userInfo",
+    "payer_name",
+    "payer_account",
+    "identifier",
+    "phone",
+];
+
+/// Masks what identifies a citizen in a provider's JSON payload: the values of known keys, runs
+/// of 9 or more digits (citizen id, tax code, account numbers) in free-text `description`s, and
+/// the same inside ZaloPay's nested `data` string.
+pub fn mask_payload(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s) if IDENTIFYING_KEYS.contains(&key.as_str()) => *s = mask_identifier(s),
+                    Value::String(s) if key == "description" => *s = mask_digit_runs(s),
+                    Value::String(s) if key == "data" => {
+                        if let Ok(mut inner) = serde_json::from_str::<Value>(s) {
+                            mask_payload(&mut inner);
+                            *s = inner.to_string();
+                        }
+                    }
+                    other => mask_payload(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_payload),
+        _ => {}
+    }
+}
+
+/// `CK 079123456789 nop thue` → `CK ********6789 nop thue`.
+pub fn mask_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 9 {
+            out.push_str(&mask_identifier(run));
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_masked_where_they_carry_identifiers() {
+        let mut v = serde_json::json!({
+            "description": "NGUYEN VAN AN 079123456789 TB20264Q7K9M",
+            "amount": 625000000,
+            "data": "{\"app_user\":\"0987654321\",\"amount\":10000}",
+            "partnerClientId": "0912345678"
+        });
+        mask_payload(&mut v);
+        assert_eq!(v["description"], "NGUYEN VAN AN ********6789 TB20264Q7K9M");
+        assert_eq!(v["amount"], 625000000, "numbers are not identifiers");
+        assert_eq!(v["partnerClientId"], "*******678");
+        assert!(v["data"].as_str().unwrap().contains("*******321"));
+    }
+}

@@ -109,3 +109,99 @@ pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, 
         Err(e) => BankOutcome::Unavailable(e),
     }
 }
+
+/// The largest callback body acted on; anything larger is stored (truncated) and rejected.
+pub const MAX_CALLBACK_BODY: usize = 64 * 1024;
+/// Bodies are read up to this size so that even an oversized one is kept for the auditor.
+pub const READ_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A callback as it arrived, for the inbox.
+pub struct Arrival<'a> {
+    pub provider: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a axum::http::HeaderMap,
+    /// `None` when the body could not be read (larger than [`READ_LIMIT`], broken stream).
+    pub body: Option<&'a [u8]>,
+    pub source_addr: String,
+}
+
+/// Stores the callback in the inbox before anything is done with it; returns its inbox id.
+/// `Err` means it could not be stored, and then it must not be acted on.
+pub async fn receive(state: &AppState, a: &Arrival<'_>) -> Result<String, StoreError> {
+    use sha2::{Digest, Sha256};
+    let body = a.body.unwrap_or_default();
+    let shown = &body[..body.len().min(MAX_CALLBACK_BODY)];
+    let text = match serde_json::from_slice::<serde_json::Value>(shown) {
+        Ok(mut json) => {
+            crate::privacy::mask_payload(&mut json);
+            json.to_string()
+        }
+        Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(shown)),
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = ["content-type", "user-agent", "paygate-signature"]
+        .iter()
+        .filter_map(|h| Some((h.to_string(), serde_json::Value::from(a.headers.get(*h)?.to_str().ok()?))))
+        .collect();
+    let record = crate::store::inbox::InboxRecord {
+        id: format!("cb_{}", uuid::Uuid::now_v7().simple()),
+        provider: a.provider.to_string(),
+        method: a.method.to_string(),
+        path: a.path.to_string(),
+        query: a.query.chars().take(8192).collect(),
+        headers: serde_json::Value::Object(headers).to_string(),
+        body: text,
+        body_sha256: hex::encode(Sha256::digest(body)),
+        body_bytes: body.len() as i64,
+        source_addr: a.source_addr.clone(),
+        received_at: crate::store::now(),
+        verification: None,
+        outcome: None,
+        detail: None,
+        merchant_ref: None,
+        processed_at: None,
+    };
+    state.store.insert_inbox(&record).await?;
+    Ok(record.id)
+}
+
+/// Why a callback is refused before verification even starts (size, unreadable body).
+pub fn precheck(a: &Arrival<'_>) -> Option<VerifyError> {
+    match a.body {
+        None => Some(VerifyError::Body(format!("body larger than {READ_LIMIT} bytes or unreadable"))),
+        Some(b) if b.len() > MAX_CALLBACK_BODY => {
+            Some(VerifyError::Body(format!("body of {} bytes is larger than {MAX_CALLBACK_BODY}", b.len())))
+        }
+        _ => None,
+    }
+}
+
+/// Records what was done with an inbox entry.
+pub async fn finish(state: &AppState, inbox_id: &str, handled: &Handled) {
+    let (verification, outcome, detail, merchant_ref) = match handled {
+        Handled::Rejected(e) => ("rejected", "rejected".to_string(), Some(e.to_string()), None),
+        Handled::Unavailable(e) => ("verified", "not_applied".to_string(), Some(e.to_string()), None),
+        Handled::Applied(event, applied) => {
+            let outcome = match applied {
+                None => "pending_reported".to_string(),
+                Some(Applied::Moved { status, .. }) => format!("applied:{}", status.as_str()),
+                Some(Applied::Duplicate(_)) => "duplicate".into(),
+                Some(Applied::Stale(_)) => "stale".into(),
+                Some(Applied::LateSuccess(_)) => "late_success".into(),
+                Some(Applied::NotFound) => "unknown_payment".into(),
+                Some(Applied::AmountMismatch { .. }) => "amount_mismatch".into(),
+            };
+            let detail = matches!(applied, Some(Applied::AmountMismatch { .. }))
+                .then(|| format!("reported amount {}", event.amount));
+            ("verified", outcome, detail, Some(event.merchant_ref.as_str()))
+        }
+    };
+    if let Err(e) = state
+        .store
+        .finish_inbox(inbox_id, verification, &outcome, detail.as_deref(), merchant_ref, crate::store::now())
+        .await
+    {
+        tracing::warn!(inbox_id, error = %e, "could not record the callback's outcome in the inbox");
+    }
+}

@@ -1,32 +1,80 @@
 //! Provider callback routes. Authenticated by the provider's own signature only; each answers
-//! in its provider's protocol.
+//! in its provider's protocol. Every callback is stored in the inbox before it is acted on; one
+//! that cannot be stored is not acted on and gets the protocol's "retry" answer.
+
+use std::net::SocketAddr;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
 use crate::app::AppState;
-use crate::callbacks::{self, BankOutcome, Handled};
+use crate::callbacks::{self, Arrival, BankOutcome, Handled, READ_LIMIT};
 use crate::providers::RawCallback;
+use crate::providers::protocol::event::VerifyError;
 use crate::providers::protocol::vnpay::IpnReply;
 use crate::providers::protocol::zalopay::CallbackReply;
 use crate::store::payments::Applied;
+
+/// Reads the body up to [`READ_LIMIT`] (larger: `None`, stored and rejected).
+async fn read_body(body: Body) -> Option<bytes::Bytes> {
+    axum::body::to_bytes(body, READ_LIMIT).await.ok()
+}
+
+/// Inbox, precheck, verify and apply: the provider-neutral part of every callback route.
+async fn intake(state: &AppState, arrival: &Arrival<'_>, raw_query: &str) -> Option<Handled> {
+    let inbox_id = match callbacks::receive(state, arrival).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(provider = arrival.provider, error = %e, "callback not stored in the inbox; not acted on");
+            return None;
+        }
+    };
+    let handled = match callbacks::precheck(arrival) {
+        Some(e) => Handled::Rejected(e),
+        None => {
+            let body = arrival.body.unwrap_or_default();
+            callbacks::handle(state, arrival.provider, &RawCallback { query: raw_query, body }).await
+        }
+    };
+    callbacks::finish(state, &inbox_id, &handled).await;
+    Some(handled)
+}
 
 /// VNPAY IPN (GET with a query string; POST form bodies are accepted too).
 #[utoipa::path(get, path = "/callbacks/vnpay", tag = "callbacks",
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "vnp_* fields (POST); GET carries them in the query"),
     responses((status = 200, description = "VNPAY's {RspCode, Message}")))]
-pub async fn vnpay(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Json<IpnReply> {
+pub async fn vnpay(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Json<IpnReply> {
     let query = query.unwrap_or_default();
-    let params = if query.is_empty() { String::from_utf8_lossy(&body).into_owned() } else { query };
-    let raw = RawCallback { query: &params, body: &[] };
-    let reply = match callbacks::handle(&state, "vnpay", &raw).await {
-        Handled::Rejected(e) => IpnReply::for_verify_error(&e),
-        Handled::Unavailable(_) => IpnReply::unknown_error(),
-        Handled::Applied(_, applied) => match applied {
+    let body = read_body(body).await;
+    let params = match (&body, query.is_empty()) {
+        (Some(b), true) => String::from_utf8_lossy(b).into_owned(),
+        _ => query.clone(),
+    };
+    let arrival = Arrival {
+        provider: "vnpay",
+        method: method.as_str(),
+        path: "/callbacks/vnpay",
+        query: &query,
+        headers: &headers,
+        body: body.as_deref(),
+        source_addr: peer.to_string(),
+    };
+    let reply = match intake(&state, &arrival, &params).await {
+        None | Some(Handled::Unavailable(_)) => IpnReply::unknown_error(),
+        Some(Handled::Rejected(e)) => IpnReply::for_verify_error(&e),
+        Some(Handled::Applied(_, applied)) => match applied {
             None | Some(Applied::Moved { .. }) => IpnReply::confirm_success(),
             Some(Applied::NotFound) => IpnReply::order_not_found(),
             Some(Applied::AmountMismatch { .. }) => IpnReply::invalid_amount(),
@@ -41,36 +89,63 @@ pub async fn vnpay(State(state): State<AppState>, RawQuery(query): RawQuery, bod
 /// MoMo IPN: 204 when taken (including duplicates), a problem otherwise.
 #[utoipa::path(post, path = "/callbacks/momo", tag = "callbacks",
     request_body(content = Object, description = "MoMo IPN JSON"), responses((status = 204)))]
-pub async fn momo(State(state): State<AppState>, body: Bytes) -> Response {
-    let raw = RawCallback { query: "", body: &body };
-    match callbacks::handle(&state, "momo", &raw).await {
-        Handled::Rejected(e) => {
-            Problem::bad_request("callback-rejected", "Callback rejected", e.to_string()).into_response()
-        }
-        Handled::Unavailable(e) => Problem::from(e).into_response(),
-        Handled::Applied(_, Some(Applied::NotFound)) => {
+pub async fn momo(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = read_body(body).await;
+    let arrival = Arrival {
+        provider: "momo",
+        method: "POST",
+        path: "/callbacks/momo",
+        query: "",
+        headers: &headers,
+        body: body.as_deref(),
+        source_addr: peer.to_string(),
+    };
+    match intake(&state, &arrival, "").await {
+        None => Problem::unavailable("The callback could not be recorded; retry.").into_response(),
+        Some(Handled::Rejected(e)) => rejected(e).into_response(),
+        Some(Handled::Unavailable(e)) => Problem::from(e).into_response(),
+        Some(Handled::Applied(_, Some(Applied::NotFound))) => {
             Problem::not_found("No payment with this orderId.").into_response()
         }
-        Handled::Applied(_, Some(Applied::AmountMismatch { .. })) => amount_mismatch().into_response(),
-        Handled::Applied(..) => StatusCode::NO_CONTENT.into_response(),
+        Some(Handled::Applied(_, Some(Applied::AmountMismatch { .. }))) => amount_mismatch().into_response(),
+        Some(Handled::Applied(..)) => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
 /// ZaloPay callback: `{return_code, return_message}`.
 #[utoipa::path(post, path = "/callbacks/zalopay", tag = "callbacks",
     request_body(content = Object, description = "{data, mac, type}"), responses((status = 200)))]
-pub async fn zalopay(State(state): State<AppState>, body: Bytes) -> Json<CallbackReply> {
-    let raw = RawCallback { query: "", body: &body };
-    let reply = match callbacks::handle(&state, "zalopay", &raw).await {
-        Handled::Rejected(e) => CallbackReply::for_verify_error(&e),
-        Handled::Unavailable(_) => CallbackReply::retry("temporarily unavailable"),
-        Handled::Applied(_, Some(Applied::NotFound)) => {
+pub async fn zalopay(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Json<CallbackReply> {
+    let body = read_body(body).await;
+    let arrival = Arrival {
+        provider: "zalopay",
+        method: "POST",
+        path: "/callbacks/zalopay",
+        query: "",
+        headers: &headers,
+        body: body.as_deref(),
+        source_addr: peer.to_string(),
+    };
+    let reply = match intake(&state, &arrival, "").await {
+        None | Some(Handled::Unavailable(_)) => CallbackReply::retry("temporarily unavailable"),
+        Some(Handled::Rejected(e)) => CallbackReply::for_verify_error(&e),
+        Some(Handled::Applied(_, Some(Applied::NotFound))) => {
             CallbackReply { return_code: -1, return_message: "order not found".into() }
         }
-        Handled::Applied(_, Some(Applied::AmountMismatch { .. })) => {
+        Some(Handled::Applied(_, Some(Applied::AmountMismatch { .. }))) => {
             CallbackReply { return_code: -1, return_message: "amount mismatch".into() }
         }
-        Handled::Applied(..) => CallbackReply::success(),
+        Some(Handled::Applied(..)) => CallbackReply::success(),
     };
     Json(reply)
 }
@@ -83,12 +158,44 @@ pub async fn zalopay(State(state): State<AppState>, body: Bytes) -> Json<Callbac
               (status = 401), (status = 404)))]
 pub async fn bank(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(bank): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = read_body(body).await;
+    let path = format!("/callbacks/bank/{bank}");
+    let arrival = Arrival {
+        provider: "bank",
+        method: "POST",
+        path: &path,
+        query: "",
+        headers: &headers,
+        body: body.as_deref(),
+        source_addr: peer.to_string(),
+    };
+    let inbox_id = match callbacks::receive(&state, &arrival).await {
+        Ok(id) => id,
+        Err(e) => return Problem::from(e).into_response(),
+    };
     let signature = headers.get("paygate-signature").and_then(|v| v.to_str().ok());
-    match callbacks::handle_bank(&state, &bank, signature, &body).await {
+    let outcome = match callbacks::precheck(&arrival) {
+        Some(e) => BankOutcome::Rejected(e.to_string()),
+        None => callbacks::handle_bank(&state, &bank, signature, body.as_deref().unwrap_or_default()).await,
+    };
+    let (verification, recorded, detail) = match &outcome {
+        BankOutcome::UnknownBank => ("rejected", "unknown_bank".to_string(), None),
+        BankOutcome::Rejected(why) => ("rejected", "rejected".to_string(), Some(why.clone())),
+        BankOutcome::Unavailable(e) => ("verified", "not_applied".to_string(), Some(e.to_string())),
+        BankOutcome::Unmatched { .. } => ("verified", "unmatched_credit".to_string(), None),
+        BankOutcome::Applied(a) => ("verified", format!("{a:?}").to_lowercase(), None),
+    };
+    if let Err(e) =
+        state.store.finish_inbox(&inbox_id, verification, &recorded, detail.as_deref(), None, crate::store::now()).await
+    {
+        tracing::warn!(error = %e, "could not record the notification's outcome");
+    }
+    match outcome {
         BankOutcome::UnknownBank => Problem::not_found(format!("No partner bank {bank:?}.")).into_response(),
         BankOutcome::Rejected(why) => {
             Problem::new(StatusCode::UNAUTHORIZED, "callback-rejected", "Notification rejected", why).into_response()
@@ -100,6 +207,10 @@ pub async fn bank(
         BankOutcome::Applied(Some(Applied::AmountMismatch { .. })) => amount_mismatch().into_response(),
         BankOutcome::Applied(_) => Json(serde_json::json!({"status": "applied"})).into_response(),
     }
+}
+
+fn rejected(e: VerifyError) -> Problem {
+    Problem::bad_request("callback-rejected", "Callback rejected", e.to_string())
 }
 
 fn amount_mismatch() -> Problem {

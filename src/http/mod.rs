@@ -28,6 +28,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod idempotency;
 pub mod json;
+pub mod ledger;
 pub mod middleware;
 pub mod notices;
 pub mod ops;
@@ -76,6 +77,13 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(callbacks::momo))
         .routes(routes!(callbacks::zalopay))
         .routes(routes!(callbacks::bank))
+        .routes(routes!(ledger::accounts))
+        .routes(routes!(ledger::entries))
+        .routes(routes!(ledger::verify))
+        .routes(routes!(ledger::inbox))
+        .routes(routes!(ledger::inbox_entry))
+        .routes(routes!(ledger::events))
+        .routes(routes!(ledger::resend))
 }
 
 /// The OpenAPI document of the service.

@@ -156,6 +156,8 @@ pub async fn create(
         updated_at: created_at,
         next_poll_at: created_at + Duration::seconds(cfg.status_poll_after_secs as i64),
         poll_attempts: 0,
+        interest_part: interest.amount.get(),
+        interest_budget_code: (interest.amount.get() > 0).then(|| interest.budget_code.clone()),
     };
     state.store.insert_payment(&payment).await?;
     let base = &state.public_base_url;

@@ -8,8 +8,6 @@
 //! exactly-once path as callbacks; a provider that cannot be reached is asked again later with
 //! backoff, never taken as a failure.
 
-use std::time::Duration as StdDuration;
-
 use chrono::{DateTime, Duration, Utc};
 
 use super::state::PaymentEvent;
@@ -85,20 +83,4 @@ async fn poll_one(
         report.still_pending += 1;
     }
     Ok(())
-}
-
-/// Runs rounds every `providers.status_poll_interval_secs` until `stop` turns true.
-pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
-    loop {
-        match run_once(&state, crate::store::now()).await {
-            Ok(r) if r.claimed > 0 => tracing::info!(?r, "payment status round"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "payment status round failed; retrying next round"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
 }

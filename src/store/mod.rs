@@ -21,7 +21,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::config::DatabaseConfig;
 
 pub mod idempotency;
+pub mod inbox;
+pub mod ledger;
 pub mod notices;
+pub mod outbox;
 pub mod payments;
 pub mod tokens;
 
@@ -76,6 +79,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
+    /// A bookkeeping invariant would be broken; nothing was written.
+    #[error("invariant: {0}")]
+    Invariant(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -9,7 +9,10 @@
 
 use chrono::{DateTime, Utc};
 
+use super::ledger::insert_posting;
+use super::outbox::insert_event;
 use super::{Store, StoreError, StoreResult, begin_write, now, on_pool};
+use crate::ledger::{Confirmation, plan_payment, plan_suspense};
 use crate::payments::state::{Decision, PaymentEvent, PaymentStatus, decide};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -34,6 +37,9 @@ pub struct PaymentRecord {
     pub updated_at: DateTime<Utc>,
     pub next_poll_at: DateTime<Utc>,
     pub poll_attempts: i32,
+    /// Late interest included in `amount` (the rest is the notice's principal).
+    pub interest_part: i64,
+    pub interest_budget_code: Option<String>,
 }
 
 impl PaymentRecord {
@@ -98,7 +104,7 @@ pub enum Applied {
 
 const PAYMENT_COLUMNS: &str = "id, merchant_ref, notice_id, notice_code, provider, amount, status, provider_txn_id, \
      redirect_url, qr_payload, return_url, locale, overpayment, late_success, refund_due, created_at, expires_at, \
-     updated_at, next_poll_at, poll_attempts";
+     updated_at, next_poll_at, poll_attempts, interest_part, interest_budget_code";
 
 impl Store {
     /// `FOR UPDATE` where the backend locks rows; SQLite's IMMEDIATE transaction already holds the database.
@@ -115,7 +121,7 @@ impl Store {
         begin_write!(self, pool, tx => {
             sqlx::query(&format!(
                 "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $15, $16, $17, $18, $19, $20)"
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
             ))
             .bind(&p.id)
             .bind(&p.merchant_ref)
@@ -137,6 +143,8 @@ impl Store {
             .bind(p.updated_at)
             .bind(p.next_poll_at)
             .bind(p.poll_attempts)
+            .bind(p.interest_part)
+            .bind(&p.interest_budget_code)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -236,6 +244,8 @@ impl Store {
             let outcome = match decide(current, u.event) {
                 Decision::Duplicate => Applied::Duplicate(current),
                 Decision::Stale => Applied::Stale(current),
+                // Already held in suspense: a repeat of the late success.
+                Decision::LateSuccess if p.late_success => Applied::Duplicate(current),
                 Decision::LateSuccess => {
                     sqlx::query(
                         "UPDATE payments SET late_success = TRUE, refund_due = amount, updated_at = $2, \
@@ -247,6 +257,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                     record_event(&mut tx, &p.id, next_seq, current, current, "late_success", &detail, u.at).await?;
+                    let lines = Vec::new();
+                    let plan = plan_suspense(&confirmation(&p, lines), "money arrived after the payment ended")
+                        .map_err(|e| StoreError::Invariant(e.to_string()))?;
+                    insert_posting!(tx, &plan, u.at);
                     Applied::LateSuccess(current)
                 }
                 Decision::MoveTo(status) => {
@@ -294,7 +308,38 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                             refund_due = p.amount;
+                            let reason = if notice_status == "paid" {
+                                "over-payment: the notice was already paid"
+                            } else {
+                                "the notice was cancelled"
+                            };
+                            let plan = plan_suspense(&confirmation(&p, Vec::new()), reason)
+                                .map_err(|e| StoreError::Invariant(e.to_string()))?;
+                            insert_posting!(tx, &plan, u.at);
+                        } else {
+                            let lines: Vec<(String, i64)> = sqlx::query_as(
+                                "SELECT budget_code, amount FROM notice_lines WHERE notice_id = $1 ORDER BY line_no",
+                            )
+                            .bind(&p.notice_id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            let plan = plan_payment(&confirmation(&p, lines))
+                                .map_err(|e| StoreError::Invariant(e.to_string()))?;
+                            insert_posting!(tx, &plan, u.at);
+                            let payload = serde_json::json!({
+                                "payment_id": p.id, "provider": p.provider, "amount": p.amount,
+                                "paid_at": u.at.to_rfc3339(), "merchant_ref": p.merchant_ref,
+                            });
+                            insert_event!(tx, format!("notice.paid:{}", p.notice_code), &p.notice_code,
+                                "notice.paid", payload, u.at);
                         }
+                    }
+                    if status == PaymentStatus::Failed {
+                        let payload = serde_json::json!({
+                            "payment_id": p.id, "provider": p.provider, "amount": p.amount, "detail": u.detail,
+                        });
+                        insert_event!(tx, format!("payment.failed:{}", p.id), &p.notice_code,
+                            "payment.failed", payload, u.at);
                     }
                     Applied::Moved { status, paid_notice, refund_due }
                 }
@@ -366,6 +411,18 @@ impl Store {
             .await
             .map(|r| r.rows_affected() == 1)
         })?)
+    }
+}
+
+/// What a payment's confirmation accounts for; `lines` are the notice's (budget code, amount).
+fn confirmation(p: &PaymentRecord, lines: Vec<(String, i64)>) -> Confirmation<'_> {
+    Confirmation {
+        payment_id: &p.id,
+        notice_code: &p.notice_code,
+        provider: &p.provider,
+        amount: p.amount,
+        lines,
+        interest: p.interest_budget_code.clone().map(|code| (code, p.interest_part)),
     }
 }
 

@@ -84,6 +84,7 @@ async fn paying_with_each_provider_pays_the_notice() {
         assert_eq!(page.status, 200, "{provider}: {}", page.text);
         assert!(page.text.contains("Thanh toán thành công"), "{provider}: {}", page.text);
     }
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -101,6 +102,7 @@ async fn a_declined_payment_fails_and_the_notice_stays_payable() {
         assert_eq!(status(&app, &again.id).await, "succeeded");
         assert_eq!(app.notice(&code).await["status"], "paid");
     }
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -119,6 +121,7 @@ async fn a_dropped_callback_is_settled_by_the_status_query() {
         assert_eq!(history_causes(&p), ["created:pending", "status_query:succeeded"]);
         assert_eq!(app.notice(&code).await["status"], "paid");
     }
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -139,6 +142,7 @@ async fn the_return_page_asks_the_provider_but_never_pays_on_its_own() {
     let p = app.payment(&s.id).await;
     assert_eq!(p["status"], "succeeded");
     assert_eq!(history_causes(&p), ["created:pending", "status_query:succeeded"]);
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -152,6 +156,7 @@ async fn unconfirmed_payments_expire() {
     assert_eq!(report.expired, 1, "{report:?}");
     assert_eq!(status(&app, &s.id).await, "expired");
     assert_eq!(app.notice(&code).await["status"], "unpaid");
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -168,6 +173,7 @@ async fn duplicated_and_reordered_callbacks_apply_once() {
             assert_eq!(p["overpayment"], false);
         }
     }
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -185,6 +191,7 @@ async fn a_badly_signed_or_wrong_amount_callback_moves_nothing() {
     // What VNPAY was told: 97 for the signature, 04 for the amount.
     let sent = app.get("/sandbox/callbacks-sent", None).await;
     assert!(sent.text.contains("97") && sent.text.contains("04"), "{}", sent.text);
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -200,6 +207,7 @@ async fn a_second_attempt_paid_too_is_an_overpayment() {
     assert_eq!(a["overpayment"], false);
     assert_eq!(b["overpayment"], true);
     assert_eq!(b["refund_due"], 6_250_000);
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -212,6 +220,7 @@ async fn an_amount_above_a_providers_limit_is_refused_before_anything_starts() {
     assert!(p["detail"].as_str().unwrap().contains("50.000.000"), "{}", r.text);
     assert_eq!(app.count("payments").await, 0);
     assert_eq!(app.start_payment(&code, "vnpay").await.status, 201);
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -250,4 +259,5 @@ async fn the_pay_page_lists_the_lines_and_starts_a_payment_without_javascript() 
     let qr_page = app.get(r.header("location").unwrap(), None).await;
     assert!(qr_page.text.contains("<svg"), "the QR is drawn");
     assert_eq!(app.get("/pay/TB-2026-00000A", None).await.status, 400);
+    app.assert_ledger_invariants().await;
 }

@@ -174,13 +174,22 @@ impl TestApp {
 
     /// Rows in `table` (test-only inspection of what was stored).
     pub async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
+        self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    /// One integer from a query (test-only inspection).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let sql = sql.to_string();
         if self.db.is_postgres() {
             let mut c = sqlx::PgConnection::connect(self.db.url()).await.unwrap();
-            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+            let v: Option<i64> =
+                sqlx::query_scalar(&format!("SELECT CAST(({sql}) AS BIGINT)")).fetch_one(&mut c).await.unwrap();
+            v.unwrap_or(0)
         } else {
             let mut c = sqlx::SqliteConnection::connect(self.db.url()).await.unwrap();
-            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+            let v: Option<i64> =
+                sqlx::query_scalar(&format!("SELECT CAST(({sql}) AS BIGINT)")).fetch_one(&mut c).await.unwrap();
+            v.unwrap_or(0)
         }
     }
 
@@ -327,5 +336,44 @@ impl TestApp {
 
     pub async fn notice(&self, code: &str) -> Value {
         self.get(&format!("/v1/notices/{code}"), None).await.body
+    }
+}
+
+impl TestApp {
+    /// The ledger invariants every money-moving test ends with: the chain verifies with nothing
+    /// left unsealed; every confirmed đồng is in the ledger exactly once (money into provider
+    /// clearing = succeeded payments + late money); each paid notice's treasury postings equal
+    /// what its paying payment collected; overpaid and late money sits in suspense.
+    pub async fn assert_ledger_invariants(&self) {
+        let auditor = self.token(Role::Auditor).await;
+        let r = self.get("/v1/ledger/verify", Some(&auditor)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["ok"], true, "chain: {}", r.text);
+        assert_eq!(r.body["unsealed"], 0, "{}", r.text);
+        let confirmed = self
+            .scalar("SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN ('succeeded', 'refunded', 'partially_refunded') OR late_success")
+            .await;
+        let into_clearing = self
+            .scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE debit_account LIKE 'provider_clearing:%'",
+            )
+            .await;
+        assert_eq!(into_clearing, confirmed, "every confirmed đồng is posted exactly once");
+        let postings = self.scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'payment_confirmed'").await;
+        let paid = self.scalar("SELECT COUNT(*) FROM notices WHERE status = 'paid'").await;
+        assert_eq!(postings, paid, "one confirmation posting per paid notice");
+        let mismatched = self
+            .scalar(
+                "SELECT COUNT(*) FROM notices n JOIN payments p ON p.id = n.paid_by_payment WHERE p.amount <> \
+                 (SELECT COALESCE(SUM(t.amount), 0) FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
+                  WHERE x.notice_code = n.code AND x.kind = 'payment_confirmed' AND t.credit_account LIKE 'treasury_payable:%')",
+            )
+            .await;
+        assert_eq!(mismatched, 0, "ledger totals per notice equal what the notice says was paid");
+        let held = self.scalar("SELECT COALESCE(SUM(refund_due), 0) FROM payments").await;
+        let suspense = self
+            .scalar("SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE credit_account = 'suspense'")
+            .await;
+        assert_eq!(suspense, held, "money held for refund sits in suspense");
     }
 }

@@ -41,6 +41,7 @@ async fn a_vietqr_payment_is_a_qr_for_the_exact_amount_and_a_bank_credit_pays_th
 
     // A paid notice cannot be paid again.
     app.start_payment(&code, "vietqr").await.assert_problem(409, "notice-already-paid");
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -57,6 +58,7 @@ async fn a_second_paid_attempt_is_an_overpayment_recorded_for_refund() {
     assert_eq!(b["overpayment"], true);
     assert_eq!(b["refund_due"], 75_000_000);
     assert_eq!(app.notice(&code).await["status"], "paid");
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -73,6 +75,7 @@ async fn a_bank_credit_that_names_no_payment_is_kept_not_lost() {
     assert_eq!(app.bank_credit(74_999_999, &code, "FT-Y").await.status, 202);
     assert_eq!(app.notice(&code).await["status"], "unpaid");
     assert_eq!(app.count("unmatched_credits").await, 2);
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -98,6 +101,7 @@ async fn bank_notifications_must_be_signed_by_the_bank() {
     let r = app.send(app.client.post(app.url("/callbacks/bank/nobank")).body(body.clone())).await;
     r.assert_problem(404, "not-found");
     assert_eq!(app.notice(&code).await["status"], "unpaid");
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -121,6 +125,7 @@ async fn payment_requests_are_validated() {
         .await
         .assert_problem(400, "invalid-notice-code");
     assert_eq!(app.count("payments").await, 1, "only the valid request created a payment");
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -133,6 +138,7 @@ async fn a_cancelled_notice_cannot_be_paid() {
         .await;
     assert_eq!(r.status, 200);
     app.start_payment(&code, "vietqr").await.assert_problem(409, "notice-cancelled");
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
@@ -162,4 +168,5 @@ async fn unconfirmed_payments_expire_and_late_money_is_held_for_refund() {
     assert_eq!(p["late_success"], true);
     assert_eq!(p["refund_due"], 75_000_000);
     assert_eq!(app.notice(&code).await["status"], "unpaid");
+    app.assert_ledger_invariants().await;
 }

@@ -1,0 +1,349 @@
+//! The ledger's rules, pure: the chart of accounts, what to post for each money event, and the
+//! hash chain.
+//!
+//! Invariants:
+//! - Money is whole đồng; every posting is a *transfer* of a positive amount from one account
+//!   (debit) to another (credit), so every ledger transaction balances by construction — and
+//!   [`PostingPlan::new`] also checks that a plan's transfers add up to the money it accounts for.
+//! - Nothing is ever edited: a correction is a new transaction that `corrects` an earlier one.
+//! - The chain: each sealed transfer has a gap-free `seq` and
+//!   `hash = SHA-256(prev_hash ‖ canonical bytes)`, starting from [`GENESIS`]. Sealing happens
+//!   after the transfer committed (see `store::ledger`), in its own short transaction, so the
+//!   chain is not a global lock on the path that confirms payments: confirmations only insert
+//!   rows, and one sealer round chains thousands of them at once.
+
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first sealed transfer.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub const SUSPENSE: &str = "suspense";
+pub const REFUNDS_PAYABLE: &str = "refunds_payable";
+pub const TREASURY_BANK: &str = "treasury_bank";
+pub const PROVIDER_FEES: &str = "provider_fees";
+
+/// Money held by a provider, awaiting settlement.
+pub fn provider_clearing(provider: &str) -> String {
+    format!("provider_clearing:{provider}")
+}
+
+/// Owed to the State Treasury under one budget code (one per obligation kind).
+pub fn treasury_payable(budget_code: &str) -> String {
+    format!("treasury_payable:{budget_code}")
+}
+
+/// The account kind, from its name.
+pub fn account_kind(name: &str) -> &'static str {
+    match name.split_once(':').map(|(k, _)| k).unwrap_or(name) {
+        "provider_clearing" => "provider_clearing",
+        "treasury_payable" => "treasury_payable",
+        "treasury_bank" => "treasury_bank",
+        "provider_fees" => "provider_fees",
+        "refunds_payable" => "refunds_payable",
+        _ => "suspense",
+    }
+}
+
+/// One leg: `amount` moves from `debit` to `credit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub debit: String,
+    pub credit: String,
+    pub amount: i64,
+}
+
+/// A ledger transaction to post, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostingPlan {
+    /// Unique per money event (`confirm:<payment>`…): the database refuses a second posting.
+    pub posting_key: String,
+    pub kind: &'static str,
+    pub payment_id: Option<String>,
+    pub notice_code: Option<String>,
+    pub corrects: Option<String>,
+    pub memo: String,
+    pub transfers: Vec<Transfer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("a transfer of {0} đồng: amounts must be positive")]
+    NotPositive(i64),
+    #[error("a transfer from {0} to itself")]
+    SameAccount(String),
+    #[error("the transfers add up to {actual} đồng, not the {expected} đồng they account for")]
+    DoesNotTie { expected: i64, actual: i64 },
+    #[error("a posting needs at least one transfer")]
+    Empty,
+}
+
+impl PostingPlan {
+    /// Checks every transfer and that together they account for exactly `expected` đồng.
+    pub fn new(
+        posting_key: String,
+        kind: &'static str,
+        memo: String,
+        transfers: Vec<Transfer>,
+        expected: i64,
+    ) -> Result<PostingPlan, PlanError> {
+        if transfers.is_empty() {
+            return Err(PlanError::Empty);
+        }
+        let mut total: i64 = 0;
+        for t in &transfers {
+            if t.amount <= 0 {
+                return Err(PlanError::NotPositive(t.amount));
+            }
+            if t.debit == t.credit {
+                return Err(PlanError::SameAccount(t.debit.clone()));
+            }
+            total = total.checked_add(t.amount).ok_or(PlanError::DoesNotTie { expected, actual: i64::MAX })?;
+        }
+        if total != expected {
+            return Err(PlanError::DoesNotTie { expected, actual: total });
+        }
+        Ok(PostingPlan { posting_key, kind, payment_id: None, notice_code: None, corrects: None, memo, transfers })
+    }
+
+    pub fn for_payment(mut self, payment_id: &str, notice_code: &str) -> PostingPlan {
+        self.payment_id = Some(payment_id.to_string());
+        self.notice_code = Some(notice_code.to_string());
+        self
+    }
+}
+
+/// What a confirmed payment paid for.
+#[derive(Debug, Clone)]
+pub struct Confirmation<'a> {
+    pub payment_id: &'a str,
+    pub notice_code: &'a str,
+    pub provider: &'a str,
+    pub amount: i64,
+    /// The notice's lines: (budget code, amount).
+    pub lines: Vec<(String, i64)>,
+    /// Late interest in the amount, with its budget code.
+    pub interest: Option<(String, i64)>,
+}
+
+/// Postings for a payment that paid its notice: from the provider's clearing account to the
+/// treasury, one leg per budget code (lines with the same code are merged).
+pub fn plan_payment(c: &Confirmation<'_>) -> Result<PostingPlan, PlanError> {
+    let clearing = provider_clearing(c.provider);
+    let mut by_code: Vec<(String, i64)> = Vec::new();
+    for (code, amount) in c.lines.iter().chain(c.interest.iter()) {
+        if *amount == 0 {
+            continue;
+        }
+        match by_code.iter_mut().find(|(k, _)| k == code) {
+            Some((_, sum)) => *sum = sum.checked_add(*amount).ok_or(PlanError::NotPositive(*amount))?,
+            None => by_code.push((code.clone(), *amount)),
+        }
+    }
+    let transfers = by_code
+        .into_iter()
+        .map(|(code, amount)| Transfer { debit: clearing.clone(), credit: treasury_payable(&code), amount })
+        .collect();
+    Ok(PostingPlan::new(
+        format!("confirm:{}", c.payment_id),
+        "payment_confirmed",
+        format!("payment {} of notice {} confirmed by {}", c.payment_id, c.notice_code, c.provider),
+        transfers,
+        c.amount,
+    )?
+    .for_payment(c.payment_id, c.notice_code))
+}
+
+/// Postings for money we cannot attribute to what is owed (an over-payment, or a success after
+/// the payment ended): from the provider's clearing account to suspense, to be refunded.
+pub fn plan_suspense(c: &Confirmation<'_>, reason: &str) -> Result<PostingPlan, PlanError> {
+    Ok(PostingPlan::new(
+        format!("suspense:{}", c.payment_id),
+        "suspense",
+        format!("payment {} of notice {}: {reason}; held for refund", c.payment_id, c.notice_code),
+        vec![Transfer { debit: provider_clearing(c.provider), credit: SUSPENSE.into(), amount: c.amount }],
+        c.amount,
+    )?
+    .for_payment(c.payment_id, c.notice_code))
+}
+
+/// The fields of a sealed transfer that its hash covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedTransfer {
+    pub transfer_id: i64,
+    pub transaction_id: String,
+    pub posting_key: String,
+    pub kind: String,
+    pub payment_id: Option<String>,
+    pub notice_code: Option<String>,
+    pub corrects: Option<String>,
+    pub debit: String,
+    pub credit: String,
+    pub amount: i64,
+    /// Microseconds since the epoch, UTC.
+    pub created_at_micros: i64,
+}
+
+impl ChainedTransfer {
+    /// Canonical bytes: versioned, `|`-separated, with lengths so no two records share bytes.
+    pub fn canonical(&self) -> String {
+        let field = |s: &str| format!("{}:{s}", s.len());
+        let opt = |s: &Option<String>| s.as_deref().map(field).unwrap_or_else(|| "-".into());
+        format!(
+            "v1|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.transfer_id,
+            field(&self.transaction_id),
+            field(&self.posting_key),
+            field(&self.kind),
+            opt(&self.payment_id),
+            opt(&self.notice_code),
+            opt(&self.corrects),
+            field(&self.debit),
+            field(&self.credit),
+            self.amount,
+            self.created_at_micros
+        )
+    }
+}
+
+/// `SHA-256(prev_hash ‖ canonical bytes)`, lowercase hex.
+pub fn chain_hash(prev_hash: &str, t: &ChainedTransfer) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(t.canonical().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A sealed link as stored.
+#[derive(Debug, Clone)]
+pub struct Seal {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub transfer: ChainedTransfer,
+}
+
+/// The first link that does not match, if any.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub transfer_id: i64,
+    pub reason: String,
+}
+
+/// Walks sealed links in `seq` order from `prev` (the hash before the first of them) and
+/// returns the hash at the end, or the first broken link.
+pub fn verify_links(prev: &str, expected_seq: i64, links: &[Seal]) -> Result<(String, i64), BrokenLink> {
+    let mut prev = prev.to_string();
+    let mut seq = expected_seq;
+    for link in links {
+        let broken = |reason: String| BrokenLink { seq: link.seq, transfer_id: link.transfer.transfer_id, reason };
+        if link.seq != seq {
+            return Err(broken(format!("sequence jumps from {} to {}", seq - 1, link.seq)));
+        }
+        if link.prev_hash != prev {
+            return Err(broken("its prev_hash is not the previous link's hash".into()));
+        }
+        let recomputed = chain_hash(&prev, &link.transfer);
+        if recomputed != link.hash {
+            return Err(broken("the transfer's content does not match its hash (altered?)".into()));
+        }
+        prev = link.hash.clone();
+        seq += 1;
+    }
+    Ok((prev, seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn confirmation(amount: i64, interest: i64) -> Confirmation<'static> {
+        Confirmation {
+            payment_id: "pay_1",
+            notice_code: "TB-2026-AAAAAA",
+            provider: "vnpay",
+            amount,
+            lines: vec![("757-2801".into(), 15_000_000), ("757-1006".into(), 60_000_000)],
+            interest: (interest > 0).then(|| ("757-4944".into(), interest)),
+        }
+    }
+
+    #[test]
+    fn a_payment_posts_one_leg_per_budget_code_and_ties_to_its_amount() {
+        // 15,000,000 + 60,000,000 + 22,500 interest = 75,022,500.
+        let plan = plan_payment(&confirmation(75_022_500, 22_500)).unwrap();
+        assert_eq!(plan.posting_key, "confirm:pay_1");
+        assert_eq!(plan.transfers.len(), 3);
+        assert!(plan.transfers.iter().all(|t| t.debit == "provider_clearing:vnpay"));
+        assert_eq!(
+            plan.transfers[2],
+            Transfer {
+                debit: "provider_clearing:vnpay".into(),
+                credit: "treasury_payable:757-4944".into(),
+                amount: 22_500
+            }
+        );
+    }
+
+    #[test]
+    fn a_plan_that_does_not_tie_is_refused() {
+        let err = plan_payment(&confirmation(75_000_001, 0)).unwrap_err();
+        assert_eq!(err, PlanError::DoesNotTie { expected: 75_000_001, actual: 75_000_000 });
+        assert!(PostingPlan::new("k".into(), "x", "m".into(), vec![], 0).is_err());
+        let same = Transfer { debit: "a".into(), credit: "a".into(), amount: 1 };
+        assert!(matches!(PostingPlan::new("k".into(), "x", "m".into(), vec![same], 1), Err(PlanError::SameAccount(_))));
+    }
+
+    #[test]
+    fn suspense_holds_the_whole_amount() {
+        let plan = plan_suspense(&confirmation(75_000_000, 0), "over-payment").unwrap();
+        assert_eq!(
+            plan.transfers,
+            vec![Transfer { debit: "provider_clearing:vnpay".into(), credit: SUSPENSE.into(), amount: 75_000_000 }]
+        );
+    }
+
+    fn link(seq: i64, prev: &str, amount: i64) -> Seal {
+        let transfer = ChainedTransfer {
+            transfer_id: seq * 10,
+            transaction_id: format!("lt_{seq}"),
+            posting_key: format!("confirm:p{seq}"),
+            kind: "payment_confirmed".into(),
+            payment_id: Some(format!("p{seq}")),
+            notice_code: None,
+            corrects: None,
+            debit: "provider_clearing:vnpay".into(),
+            credit: "treasury_payable:757-2801".into(),
+            amount,
+            created_at_micros: 1_700_000_000_000_000 + seq,
+        };
+        let hash = chain_hash(prev, &transfer);
+        Seal { seq, prev_hash: prev.into(), hash, transfer }
+    }
+
+    #[test]
+    fn the_chain_names_the_first_altered_link() {
+        let a = link(1, GENESIS, 100);
+        let b = link(2, &a.hash, 200);
+        let c = link(3, &b.hash, 300);
+        let (end, next) = verify_links(GENESIS, 1, &[a.clone(), b.clone(), c.clone()]).unwrap();
+        assert_eq!((end, next), (c.hash.clone(), 4));
+        let mut altered = b.clone();
+        altered.transfer.amount = 201;
+        let err = verify_links(GENESIS, 1, &[a.clone(), altered, c.clone()]).unwrap_err();
+        assert_eq!((err.seq, err.transfer_id), (2, 20));
+        let err = verify_links(GENESIS, 1, &[a, c]).unwrap_err();
+        assert_eq!(err.seq, 3);
+    }
+
+    #[test]
+    fn canonical_bytes_separate_fields_unambiguously() {
+        let mut x = link(1, GENESIS, 1).transfer;
+        let mut y = x.clone();
+        x.debit = "ab".into();
+        x.credit = "c".into();
+        y.debit = "a".into();
+        y.credit = "bc".into();
+        assert_ne!(x.canonical(), y.canonical());
+    }
+}

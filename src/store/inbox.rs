@@ -1,0 +1,124 @@
+//! The callback inbox: every callback as received, before it is acted on, and what was done.
+//!
+//! Invariants: a row is written before the callback is processed, so a crash mid-way leaves the
+//! raw message for an auditor to replay; the stored body is masked (citizens' identifiers) and
+//! its SHA-256 is of the original bytes; only the outcome columns are filled in afterwards.
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreResult, on_pool};
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct InboxRecord {
+    pub id: String,
+    pub provider: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// JSON object of the headers that matter (content type, signature, user agent).
+    pub headers: String,
+    /// The body as text (lossy UTF-8), citizens' identifiers masked.
+    pub body: String,
+    pub body_sha256: String,
+    pub body_bytes: i64,
+    pub source_addr: String,
+    pub received_at: DateTime<Utc>,
+    /// `verified` or `rejected`; empty while being processed.
+    pub verification: Option<String>,
+    /// What was done: `applied:succeeded`, `duplicate`, `amount_mismatch`, `rejected`…
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+    pub merchant_ref: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, provider, method, path, query, headers, body, body_sha256, body_bytes, source_addr, \
+     received_at, verification, outcome, detail, merchant_ref, processed_at";
+
+impl Store {
+    pub async fn insert_inbox(&self, r: &InboxRecord) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            sqlx::query(&format!(
+                "INSERT INTO callback_inbox ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ))
+            .bind(&r.id)
+            .bind(&r.provider)
+            .bind(&r.method)
+            .bind(&r.path)
+            .bind(&r.query)
+            .bind(&r.headers)
+            .bind(&r.body)
+            .bind(&r.body_sha256)
+            .bind(r.body_bytes)
+            .bind(&r.source_addr)
+            .bind(r.received_at)
+            .bind(&r.verification)
+            .bind(&r.outcome)
+            .bind(&r.detail)
+            .bind(&r.merchant_ref)
+            .bind(r.processed_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    pub async fn finish_inbox(
+        &self,
+        id: &str,
+        verification: &str,
+        outcome: &str,
+        detail: Option<&str>,
+        merchant_ref: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE callback_inbox SET verification = $2, outcome = $3, detail = $4, merchant_ref = $5, \
+                 processed_at = $6 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(verification)
+            .bind(outcome)
+            .bind(detail)
+            .bind(merchant_ref)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Newest first; `before` is the cursor (an id from the previous page).
+    pub async fn list_inbox(
+        &self,
+        provider: Option<&str>,
+        merchant_ref: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<InboxRecord>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM callback_inbox WHERE ($1 IS NULL OR provider = $1) \
+                 AND ($2 IS NULL OR merchant_ref = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            ))
+            .bind(provider)
+            .bind(merchant_ref)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    pub async fn get_inbox(&self, id: &str) -> StoreResult<Option<InboxRecord>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM callback_inbox WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?)
+    }
+}

@@ -1,0 +1,111 @@
+//! Delivery of outgoing events to downstream systems (the dossier system, a treasury adapter).
+//!
+//! Invariants: events come only from the transactional outbox, so an event is sent if and only
+//! if the change it announces committed; each delivery is signed with `Paygate-Signature`
+//! (`t=<unix>,v1=<HMAC-SHA256(secret, "<t>.<body>")>`), carries the event id and the notice's
+//! sequence number in its body, and is retried with exponential backoff (capped at
+//! `webhooks.max_backoff_secs`) until the endpoint answers 2xx; deliveries are claimed in the
+//! database, so several instances never send the same one at the same time.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::app::AppState;
+use crate::providers::protocol::signature;
+
+/// What a round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub attempted: usize,
+    pub delivered: usize,
+    pub failed: usize,
+}
+
+/// One round at `now`: plan missing deliveries, send those due.
+pub async fn deliver_once(
+    state: &AppState,
+    http: &reqwest::Client,
+    now: DateTime<Utc>,
+) -> Result<DeliveryReport, crate::store::StoreError> {
+    let endpoints = &state.config.webhooks.endpoints;
+    if endpoints.is_empty() {
+        return Ok(DeliveryReport::default());
+    }
+    let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
+    state.store.plan_deliveries(&names, now).await?;
+    let lease = now + Duration::seconds(state.config.providers.http_timeout_secs as i64 * 3);
+    let due = state.store.claim_deliveries(now, lease, 50).await?;
+    let mut report = DeliveryReport { attempted: due.len(), ..DeliveryReport::default() };
+    for d in due {
+        let Some(endpoint) = endpoints.iter().find(|e| e.name == d.endpoint) else { continue };
+        let t = Utc::now().timestamp();
+        let header = signature::sign(&endpoint.secret, t, d.payload.as_bytes());
+        let sent = http
+            .post(&endpoint.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(signature::HEADER_NAME, header)
+            .header("Paygate-Event-Id", &d.event_id)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(resp) if resp.status().is_success() => Ok(Utc::now()),
+            Ok(resp) => Err(format!("HTTP {}", resp.status())),
+            Err(e) => Err(e.without_url().to_string()),
+        };
+        match outcome {
+            Ok(at) => {
+                report.delivered += 1;
+                state.store.record_delivery(&d.event_id, &d.endpoint, Ok(at)).await?;
+            }
+            Err(error) => {
+                report.failed += 1;
+                let backoff = 2i64.saturating_pow(d.attempts.clamp(0, 30) as u32);
+                let wait = Duration::seconds(backoff.min(state.config.webhooks.max_backoff_secs as i64));
+                tracing::warn!(event = %d.event_id, endpoint = %d.endpoint, %error, attempts = d.attempts,
+                    "webhook delivery failed; retrying with backoff");
+                state.store.record_delivery(&d.event_id, &d.endpoint, Err((error, now + wait))).await?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Runs the background work every instance does: payment status rounds, ledger sealing and
+/// webhook deliveries, until `stop` turns true.
+pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let http = match reqwest::Client::builder()
+        .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; background work stopped");
+            return;
+        }
+    };
+    let seal_every = StdDuration::from_millis(state.config.ledger.seal_interval_ms);
+    let poll_every = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
+    let mut last_poll = std::time::Instant::now() - poll_every;
+    loop {
+        if let Err(e) = state.store.seal_ledger(5_000).await {
+            tracing::warn!(error = %e, "ledger sealing round failed");
+        }
+        if last_poll.elapsed() >= poll_every {
+            last_poll = std::time::Instant::now();
+            match crate::payments::poller::run_once(&state, crate::store::now()).await {
+                Ok(r) if r.claimed > 0 => tracing::info!(?r, "payment status round"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payment status round failed"),
+            }
+            if let Err(e) = deliver_once(&state, &http, crate::store::now()).await {
+                tracing::warn!(error = %e, "webhook delivery round failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(seal_every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
