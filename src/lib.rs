@@ -16,6 +16,7 @@ pub mod obligations;
 pub mod payments;
 pub mod privacy;
 pub mod providers;
+pub mod refunds;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;

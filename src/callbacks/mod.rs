@@ -139,7 +139,9 @@ pub async fn receive(state: &AppState, a: &Arrival<'_>) -> Result<String, StoreE
             json.to_string()
         }
         Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(shown)),
-    };
+    }
+    // PostgreSQL text cannot hold NUL; the SHA-256 below is of the original bytes.
+    .replace('\0', "\u{FFFD}");
     let headers: serde_json::Map<String, serde_json::Value> = ["content-type", "user-agent", "paygate-signature"]
         .iter()
         .filter_map(|h| Some((h.to_string(), serde_json::Value::from(a.headers.get(*h)?.to_str().ok()?))))

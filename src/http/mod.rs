@@ -73,6 +73,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(notices::cancel))
         .routes(routes!(payments::create))
         .routes(routes!(payments::show))
+        .routes(routes!(payments::refund))
         .routes(routes!(callbacks::vnpay))
         .routes(routes!(callbacks::momo))
         .routes(routes!(callbacks::zalopay))

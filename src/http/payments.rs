@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::notices;
 use crate::payments::{self, PaymentRequest};
 use crate::store::payments::{PaymentEventRecord, PaymentKey, PaymentRecord};
+use crate::store::refunds::RefundRecord;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
@@ -43,6 +44,10 @@ pub struct PaymentView {
     pub late_success: bool,
     /// Amount owed back to the payer, đồng.
     pub refund_due: i64,
+    /// Refunds the provider confirmed, đồng.
+    pub refunded_amount: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<RefundRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<PaymentEventRecord>>,
 }
@@ -65,6 +70,8 @@ impl PaymentView {
             overpayment: p.overpayment,
             late_success: p.late_success,
             refund_due: p.refund_due,
+            refunded_amount: p.refunded_amount,
+            refunds: None,
             history,
         }
     }
@@ -103,5 +110,33 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
         .await?
         .ok_or_else(|| Problem::not_found(format!("No payment with id {id:?}.")))?;
     let history = state.store.payment_history(&payment.id).await?;
-    Ok(Json(PaymentView::new(&payment, Some(history))))
+    let mut view = PaymentView::new(&payment, Some(history));
+    view.refunds = Some(state.store.payment_refunds(&payment.id).await?);
+    Ok(Json(view))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefundView {
+    pub refund: RefundRecord,
+    pub payment: PaymentView,
+}
+
+/// Refund all or part of a payment (`treasurer`), through the provider's refund API.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "ledger", request_body = crate::refunds::RefundRequest,
+    params(("id" = String, Path, description = "Payment id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = RefundView),
+              (status = 409, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 502, body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn refund(
+    State(state): State<AppState>,
+    caller: super::auth::Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<crate::refunds::RefundRequest>,
+) -> ApiResult<(StatusCode, Json<RefundView>)> {
+    let who = caller.require(&[crate::auth::Role::Treasurer])?;
+    let (refund, payment) = crate::refunds::request(&state, &id, &req, who).await?;
+    Ok((StatusCode::CREATED, Json(RefundView { refund, payment: PaymentView::new(&payment, None) })))
 }

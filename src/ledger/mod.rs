@@ -166,6 +166,48 @@ pub fn plan_suspense(c: &Confirmation<'_>, reason: &str) -> Result<PostingPlan, 
     .for_payment(c.payment_id, c.notice_code))
 }
 
+/// Postings for a refund the provider confirmed: money leaves the provider's clearing account
+/// back to the payer. It reduces what was held in suspense (over-payment, late money) or, for a
+/// payment that paid its notice, what is owed to the treasury — line by line in the notice's
+/// order, interest last.
+pub fn plan_refund(
+    refund_id: &str,
+    c: &Confirmation<'_>,
+    amount: i64,
+    already_refunded: i64,
+    from_suspense: bool,
+) -> Result<PostingPlan, PlanError> {
+    let clearing = provider_clearing(c.provider);
+    let transfers = if from_suspense {
+        vec![Transfer { debit: SUSPENSE.into(), credit: clearing, amount }]
+    } else {
+        // Skip what earlier refunds took, then take `amount` from the following lines.
+        let mut skip = already_refunded;
+        let mut left = amount;
+        let mut out = Vec::new();
+        for (code, line) in c.lines.iter().chain(c.interest.iter()) {
+            let mut available = *line;
+            let skipped = skip.min(available);
+            skip -= skipped;
+            available -= skipped;
+            let take = left.min(available);
+            if take > 0 {
+                out.push(Transfer { debit: treasury_payable(code), credit: clearing.clone(), amount: take });
+                left -= take;
+            }
+        }
+        out
+    };
+    Ok(PostingPlan::new(
+        format!("refund:{refund_id}"),
+        "refund",
+        format!("refund {refund_id} of payment {}", c.payment_id),
+        transfers,
+        amount,
+    )?
+    .for_payment(c.payment_id, c.notice_code))
+}
+
 /// The fields of a sealed transfer that its hash covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainedTransfer {
@@ -292,6 +334,33 @@ mod tests {
         assert!(PostingPlan::new("k".into(), "x", "m".into(), vec![], 0).is_err());
         let same = Transfer { debit: "a".into(), credit: "a".into(), amount: 1 };
         assert!(matches!(PostingPlan::new("k".into(), "x", "m".into(), vec![same], 1), Err(PlanError::SameAccount(_))));
+    }
+
+    #[test]
+    fn refunds_take_from_the_lines_in_order_after_earlier_refunds() {
+        let c = confirmation(75_022_500, 22_500);
+        // An earlier refund took 10,000,000 of the first line (15,000,000); this one takes
+        // 5,000,000 + 7,000,000 of the second.
+        let plan = plan_refund("rf_1", &c, 12_000_000, 10_000_000, false).unwrap();
+        assert_eq!(
+            plan.transfers,
+            vec![
+                Transfer {
+                    debit: "treasury_payable:757-2801".into(),
+                    credit: "provider_clearing:vnpay".into(),
+                    amount: 5_000_000
+                },
+                Transfer {
+                    debit: "treasury_payable:757-1006".into(),
+                    credit: "provider_clearing:vnpay".into(),
+                    amount: 7_000_000
+                },
+            ]
+        );
+        // More than what is left does not tie.
+        assert!(plan_refund("rf_2", &c, 70_000_000, 10_000_000, false).is_err());
+        let plan = plan_refund("rf_3", &c, 100, 0, true).unwrap();
+        assert_eq!(plan.transfers[0].debit, SUSPENSE);
     }
 
     #[test]

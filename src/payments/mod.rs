@@ -158,6 +158,7 @@ pub async fn create(
         poll_attempts: 0,
         interest_part: interest.amount.get(),
         interest_budget_code: (interest.amount.get() > 0).then(|| interest.budget_code.clone()),
+        refunded_amount: 0,
     };
     state.store.insert_payment(&payment).await?;
     let base = &state.public_base_url;

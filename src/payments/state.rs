@@ -71,6 +71,8 @@ pub enum PaymentEvent {
     Expired,
     /// The payment was withdrawn (its notice was cancelled before the payer paid).
     Cancelled,
+    /// The provider confirmed a refund; `fully` when nothing of the payment remains.
+    RefundSettled { fully: bool },
 }
 
 /// The decision for an event in a state.
@@ -99,6 +101,8 @@ pub fn decide(current: PaymentStatus, event: PaymentEvent) -> Decision {
         (S::Succeeded | S::Refunded | S::PartiallyRefunded, E::ProviderSucceeded) => Duplicate,
         (S::Failed, E::ProviderFailed) | (S::Expired, E::Expired) | (S::Cancelled, E::Cancelled) => Duplicate,
         (S::Failed | S::Expired | S::Cancelled, E::ProviderSucceeded) => LateSuccess,
+        (S::Succeeded | S::PartiallyRefunded, E::RefundSettled { fully: true }) => MoveTo(S::Refunded),
+        (S::Succeeded | S::PartiallyRefunded, E::RefundSettled { fully: false }) => MoveTo(S::PartiallyRefunded),
         (_, _) => Stale,
     }
 }
@@ -116,18 +120,31 @@ mod tests {
         PaymentStatus::Refunded,
         PaymentStatus::PartiallyRefunded,
     ];
-    const EVENTS: [PaymentEvent; 4] =
-        [PaymentEvent::ProviderSucceeded, PaymentEvent::ProviderFailed, PaymentEvent::Expired, PaymentEvent::Cancelled];
+    const EVENTS: [PaymentEvent; 6] = [
+        PaymentEvent::ProviderSucceeded,
+        PaymentEvent::ProviderFailed,
+        PaymentEvent::Expired,
+        PaymentEvent::Cancelled,
+        PaymentEvent::RefundSettled { fully: true },
+        PaymentEvent::RefundSettled { fully: false },
+    ];
 
     #[test]
-    fn only_pending_moves() {
+    fn only_pending_moves_on_outcomes_and_only_paid_payments_on_refunds() {
         for s in ALL {
             for e in EVENTS {
                 if let Decision::MoveTo(_) = decide(s, e) {
-                    assert_eq!(s, PaymentStatus::Pending, "{s:?} moved on {e:?}");
+                    let refund = matches!(e, PaymentEvent::RefundSettled { .. });
+                    let from_paid = matches!(s, PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded);
+                    assert!((s == PaymentStatus::Pending && !refund) || (refund && from_paid), "{s:?} moved on {e:?}");
                 }
             }
         }
+        assert_eq!(
+            decide(PaymentStatus::Refunded, PaymentEvent::RefundSettled { fully: true }),
+            Decision::Stale,
+            "a refunded payment is final"
+        );
     }
 
     #[test]

@@ -74,6 +74,20 @@ impl From<reqwest::Error> for ProviderError {
     }
 }
 
+/// What a connector needs to refund (part of) a payment.
+#[derive(Debug, Clone)]
+pub struct RefundCall {
+    /// Our refund id (alphanumeric), the provider's idempotency key.
+    pub refund_id: String,
+    pub merchant_ref: String,
+    pub provider_txn_id: Option<String>,
+    pub amount: i64,
+    /// Refunds the whole payment.
+    pub full: bool,
+    pub payment_created_at: DateTime<Utc>,
+    pub requested_by: String,
+}
+
 /// A callback as received, before anything in it is trusted.
 #[derive(Debug, Clone)]
 pub struct RawCallback<'a> {
@@ -101,6 +115,12 @@ pub trait Connector: Send + Sync {
 
     /// Verifies a callback (or a return-page query string) and says what it reports.
     fn verify(&self, callback: &RawCallback<'_>) -> Result<ProviderEvent, VerifyError>;
+
+    /// Asks the provider to refund; `Ok(provider reference)` when it confirmed the refund.
+    async fn refund(&self, call: &RefundCall) -> Result<Option<String>, ProviderError> {
+        let _ = call;
+        Err(ProviderError::Unsupported("refunds through this provider are made by the treasury outside paygate"))
+    }
 
     /// Asks the provider what became of a payment. `Ok(None)`: this provider cannot be asked
     /// (bank transfers), only told.

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::protocol::event::{Outcome, ProviderEvent, VerifyError};
-use super::protocol::momo::{self, CreateRequest, Lang, MomoCredentials, RequestType};
-use super::{Connector, Instructions, ProviderError, RawCallback, StartPayment, read_json};
+use super::protocol::momo::{self, CreateRequest, Lang, MomoCredentials, RefundRequest, RequestType};
+use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json};
 
 pub struct Momo {
     pub base_url: String,
@@ -61,6 +61,35 @@ impl Connector for Momo {
 
     fn verify(&self, callback: &RawCallback<'_>) -> Result<ProviderEvent, VerifyError> {
         momo::verify_ipn(&self.credentials, callback.body)
+    }
+
+    async fn refund(&self, call: &RefundCall) -> Result<Option<String>, ProviderError> {
+        let trans_id = call
+            .provider_txn_id
+            .as_deref()
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or_else(|| ProviderError::Refused("the payment has no MoMo transId to refund".into()))?;
+        let body = momo::refund_request(
+            &self.credentials,
+            &RefundRequest {
+                request_id: call.refund_id.clone(),
+                order_id: call.refund_id.clone(),
+                amount: call.amount,
+                trans_id,
+                description: format!("Hoan tien {}", call.merchant_ref),
+                lang: Lang::Vi,
+            },
+        )
+        .map_err(|e| ProviderError::Refused(e.to_string()))?;
+        let resp = self.http.post(format!("{}/v2/gateway/api/refund", self.base_url)).json(&body).send().await?;
+        let answer = read_json(resp).await?;
+        match answer.get("resultCode").and_then(Value::as_i64) {
+            Some(0) => Ok(answer.get("transId").and_then(Value::as_i64).map(|t| t.to_string())),
+            code => Err(ProviderError::Refused(format!(
+                "MoMo refund resultCode {code:?}: {}",
+                answer.get("message").and_then(Value::as_str).unwrap_or("")
+            ))),
+        }
     }
 
     async fn query(

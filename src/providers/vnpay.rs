@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::protocol::event::{ProviderEvent, VerifyError};
-use super::protocol::vnpay::{self, Locale, PayRequest, QueryDrRequest, VnpayCredentials};
-use super::{Connector, Instructions, ProviderError, RawCallback, StartPayment, read_json};
+use super::protocol::vnpay::{self, Locale, PayRequest, QueryDrRequest, RefundKind, RefundRequest, VnpayCredentials};
+use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json};
 use crate::store::now;
 
 pub struct Vnpay {
@@ -43,6 +43,35 @@ impl Connector for Vnpay {
 
     fn verify(&self, callback: &RawCallback<'_>) -> Result<ProviderEvent, VerifyError> {
         vnpay::verify_ipn(&self.credentials, &vnpay::parse_query(callback.query))
+    }
+
+    async fn refund(&self, call: &RefundCall) -> Result<Option<String>, ProviderError> {
+        let body = vnpay::refund_request(
+            &self.credentials,
+            &RefundRequest {
+                request_id: call.refund_id.chars().filter(char::is_ascii_alphanumeric).take(32).collect(),
+                kind: if call.full { RefundKind::Full } else { RefundKind::Partial },
+                txn_ref: call.merchant_ref.clone(),
+                amount_vnd: call.amount,
+                transaction_no: call.provider_txn_id.clone(),
+                transaction_date: call.payment_created_at,
+                create_by: call.requested_by.clone(),
+                create_date: now(),
+                ip_addr: "127.0.0.1".into(),
+                order_info: format!("Hoan tien {}", call.merchant_ref),
+            },
+        )
+        .map_err(|e| ProviderError::Refused(e.to_string()))?;
+        let resp =
+            self.http.post(format!("{}/merchant_webapi/api/transaction", self.base_url)).json(&body).send().await?;
+        let answer = read_json(resp).await?;
+        let result = vnpay::verify_refund_response(&self.credentials, &answer)
+            .map_err(|e| ProviderError::BadAnswer(format!("refund answer not verified: {e}")))?;
+        if result.accepted() {
+            Ok(result.transaction_no.or(Some(result.txn_ref)))
+        } else {
+            Err(ProviderError::Refused(format!("VNPAY refund {}: {}", result.response_code, result.message)))
+        }
     }
 
     async fn query(

@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod notices;
 pub mod outbox;
 pub mod payments;
+pub mod refunds;
 pub mod tokens;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

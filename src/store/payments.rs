@@ -40,6 +40,8 @@ pub struct PaymentRecord {
     /// Late interest included in `amount` (the rest is the notice's principal).
     pub interest_part: i64,
     pub interest_budget_code: Option<String>,
+    /// Refunds the provider confirmed, đồng.
+    pub refunded_amount: i64,
 }
 
 impl PaymentRecord {
@@ -102,9 +104,9 @@ pub enum Applied {
     },
 }
 
-const PAYMENT_COLUMNS: &str = "id, merchant_ref, notice_id, notice_code, provider, amount, status, provider_txn_id, \
+pub(crate) const PAYMENT_COLUMNS: &str = "id, merchant_ref, notice_id, notice_code, provider, amount, status, provider_txn_id, \
      redirect_url, qr_payload, return_url, locale, overpayment, late_success, refund_due, created_at, expires_at, \
-     updated_at, next_poll_at, poll_attempts, interest_part, interest_budget_code";
+     updated_at, next_poll_at, poll_attempts, interest_part, interest_budget_code, refunded_amount";
 
 impl Store {
     /// `FOR UPDATE` where the backend locks rows; SQLite's IMMEDIATE transaction already holds the database.
@@ -115,13 +117,18 @@ impl Store {
         }
     }
 
+    /// The row-lock suffix for other store modules.
+    pub(crate) fn lock_clause_pub(&self) -> &'static str {
+        self.lock_clause()
+    }
+
     /// Stores a new pending payment and its `created` event.
     pub async fn insert_payment(&self, p: &PaymentRecord) -> StoreResult<()> {
         let detail = serde_json::json!({"amount": p.amount, "provider": p.provider}).to_string();
         begin_write!(self, pool, tx => {
             sqlx::query(&format!(
                 "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
             ))
             .bind(&p.id)
             .bind(&p.merchant_ref)
@@ -145,6 +152,7 @@ impl Store {
             .bind(p.poll_attempts)
             .bind(p.interest_part)
             .bind(&p.interest_budget_code)
+            .bind(p.refunded_amount)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -415,7 +423,7 @@ impl Store {
 }
 
 /// What a payment's confirmation accounts for; `lines` are the notice's (budget code, amount).
-fn confirmation(p: &PaymentRecord, lines: Vec<(String, i64)>) -> Confirmation<'_> {
+pub(crate) fn confirmation(p: &PaymentRecord, lines: Vec<(String, i64)>) -> Confirmation<'_> {
     Confirmation {
         payment_id: &p.id,
         notice_code: &p.notice_code,
@@ -427,7 +435,7 @@ fn confirmation(p: &PaymentRecord, lines: Vec<(String, i64)>) -> Confirmation<'_
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn record_event<'c, DB>(
+pub(crate) async fn record_event<'c, DB>(
     tx: &mut sqlx::Transaction<'c, DB>,
     payment_id: &str,
     seq: i64,

@@ -372,8 +372,18 @@ impl TestApp {
         assert_eq!(mismatched, 0, "ledger totals per notice equal what the notice says was paid");
         let held = self.scalar("SELECT COALESCE(SUM(refund_due), 0) FROM payments").await;
         let suspense = self
-            .scalar("SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE credit_account = 'suspense'")
+            .scalar(
+                "SELECT COALESCE(SUM(CASE WHEN credit_account = 'suspense' THEN amount ELSE -amount END), 0) \
+                 FROM ledger_transfers WHERE credit_account = 'suspense' OR debit_account = 'suspense'",
+            )
             .await;
         assert_eq!(suspense, held, "money held for refund sits in suspense");
+        let refunded = self.scalar("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE status = 'succeeded'").await;
+        let out_of_clearing = self
+            .scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE credit_account LIKE 'provider_clearing:%'",
+            )
+            .await;
+        assert_eq!(out_of_clearing, refunded, "every confirmed refund is posted exactly once");
     }
 }

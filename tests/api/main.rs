@@ -8,6 +8,8 @@ mod cli;
 mod e2e;
 mod errors;
 mod idempotency;
+mod ledger;
 mod notices;
 mod ops;
 mod payments;
+mod refunds;

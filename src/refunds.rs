@@ -1,0 +1,97 @@
+//! Refunds: reserve the amount, ask the provider, settle with its answer.
+//!
+//! Invariants: a refund never exceeds what remains of the payment (reserved under the payment's
+//! row lock); it is posted to the ledger only when the provider confirms it; a provider that
+//! refuses or cannot be reached leaves a `failed` refund and releases the reservation.
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::http::problem::Problem;
+use crate::providers::{ProviderError, RefundCall};
+use crate::store::now;
+use crate::store::payments::PaymentRecord;
+use crate::store::refunds::{RefundRecord, ReserveError};
+
+/// A treasurer's refund request.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+pub struct RefundRequest {
+    /// Whole đồng; omitted: everything that remains refundable.
+    pub amount: Option<i64>,
+    /// Why; kept with the refund.
+    pub reason: String,
+}
+
+pub async fn request(
+    state: &AppState,
+    payment_id: &str,
+    req: &RefundRequest,
+    by: &Principal,
+) -> Result<(RefundRecord, PaymentRecord), Problem> {
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Problem::validation("reason", "must be 1 to 500 characters"));
+    }
+    if let Some(a) = req.amount
+        && a <= 0
+    {
+        return Err(Problem::validation("amount", "must be a positive whole number of đồng"));
+    }
+    let (refund, payment) =
+        state.store.reserve_refund(payment_id, req.amount, reason, &by.name, now()).await.map_err(|e| match e {
+            ReserveError::NotFound => Problem::not_found(format!("No payment with id {payment_id:?}.")),
+            ReserveError::NotRefundable(status) => Problem::conflict(
+                "payment-not-refundable",
+                "Nothing to refund",
+                format!("This payment is {status}: no money was received, so there is nothing to refund."),
+            ),
+            ReserveError::ExceedsRemaining { remaining } => {
+                let mut p = Problem::validation(
+                    "amount",
+                    format!("only {remaining} đồng of this payment remain refundable (pending refunds included)"),
+                );
+                p.code = Some("exceeds_remaining".into());
+                p
+            }
+            ReserveError::Store(e) => e.into(),
+        })?;
+    let connector = state.providers.get(&payment.provider).ok_or_else(|| Problem::internal(&"unknown provider"))?;
+    let call = RefundCall {
+        refund_id: refund.id.clone(),
+        merchant_ref: payment.merchant_ref.clone(),
+        provider_txn_id: payment.provider_txn_id.clone(),
+        amount: refund.amount,
+        full: refund.amount == payment.amount && payment.refunded_amount == 0,
+        payment_created_at: payment.created_at,
+        requested_by: by.name.clone(),
+    };
+    let answer = connector.refund(&call).await;
+    let outcome = match &answer {
+        Ok(provider_ref) => Ok(provider_ref.as_deref()),
+        Err(e) => Err(e.to_string()),
+    };
+    state.store.settle_refund(&refund.id, outcome.as_ref().map(|r| *r).map_err(String::as_str), now()).await?;
+    match answer {
+        Ok(_) => {
+            tracing::info!(refund = %refund.id, payment = %payment.id, amount = refund.amount, by = %by.name, "refund confirmed");
+            let refund = state.store.payment_refunds(&payment.id).await?.into_iter().find(|r| r.id == refund.id);
+            let payment = state
+                .store
+                .find_payment(crate::store::payments::PaymentKey::Id(&payment.id))
+                .await?
+                .ok_or_else(|| Problem::internal(&"payment vanished"))?;
+            Ok((refund.ok_or_else(|| Problem::internal(&"refund vanished"))?, payment))
+        }
+        Err(ProviderError::Unsupported(why)) => Err(Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "refund-not-supported",
+            "Refund not supported",
+            format!("{}: {why}.", payment.provider),
+        )),
+        Err(e) => Err(Problem::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "refund-failed",
+            "Refund failed",
+            format!("{} did not refund: {e}. Nothing was posted; the amount is refundable again.", payment.provider),
+        )),
+    }
+}

@@ -1,0 +1,331 @@
+//! The ledger: append-only in the database, a hash chain that finds tampering, exactly-once
+//! confirmation across processes, the callback inbox, and signed outgoing webhooks.
+
+use std::sync::{Arc, Mutex};
+
+use paygate::auth::Role;
+use paygate::providers::protocol::vnpay;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::helpers::{TestApp, read};
+
+/// A VNPAY success IPN for a payment, signed with the sandbox secret.
+fn vnpay_ipn(merchant_ref: &str, amount: i64) -> String {
+    let secret = secrecy::SecretString::from("sandbox-vnpay-hash-secret".to_string());
+    let params: Vec<(&str, String)> = vec![
+        ("vnp_Amount", (amount * 100).to_string()),
+        ("vnp_BankCode", "NCB".into()),
+        ("vnp_BankTranNo", "VNP1".into()),
+        ("vnp_CardType", "ATM".into()),
+        ("vnp_OrderInfo", "Thanh toan".into()),
+        ("vnp_PayDate", "20261126101500".into()),
+        ("vnp_ResponseCode", "00".into()),
+        ("vnp_TmnCode", "PGSANDBX".into()),
+        ("vnp_TransactionNo", "14000001".into()),
+        ("vnp_TransactionStatus", "00".into()),
+        ("vnp_TxnRef", merchant_ref.into()),
+    ];
+    vnpay::sign_params(&secret, &params)
+}
+
+async fn vnpay_payment(app: &TestApp) -> (String, String, String, i64) {
+    let code = app.issue_small_notice().await;
+    let r = app.start_payment(&code, "vnpay").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let b = &r.body;
+    (code, b["id"].as_str().unwrap().into(), b["merchant_ref"].as_str().unwrap().into(), b["amount"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn fifty_concurrent_deliveries_over_three_processes_confirm_and_post_once() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_sibling(|_| {}).await;
+    let c = a.spawn_sibling(|_| {}).await;
+    let (code, id, merchant_ref, amount) = vnpay_payment(&a).await;
+    let query = vnpay_ipn(&merchant_ref, amount);
+    let apps = [&a, &b, &c];
+    let replies = futures::future::join_all((0..50).map(|i| {
+        let app = apps[i % 3];
+        let url = app.url(&format!("/callbacks/vnpay?{query}"));
+        async move { read(app.client.get(url).send().await.unwrap()).await }
+    }))
+    .await;
+    let mut codes: Vec<String> =
+        replies.iter().map(|r| r.body["RspCode"].as_str().unwrap_or("?").to_string()).collect();
+    codes.sort();
+    codes.dedup();
+    let confirmed = replies.iter().filter(|r| r.body["RspCode"] == "00").count();
+    assert_eq!(confirmed, 1, "exactly one delivery confirms: {codes:?}");
+    assert!(replies.iter().all(|r| r.body["RspCode"] == "00" || r.body["RspCode"] == "02"), "{codes:?}");
+
+    let p = a.payment(&id).await;
+    let transitions = p["history"].as_array().unwrap().iter().filter(|e| e["to_status"] == "succeeded").count();
+    assert_eq!(transitions, 1);
+    let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}'");
+    assert_eq!(a.scalar(&sql).await, 1, "one set of postings");
+    let sql = format!("SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{code}' AND event_type = 'notice.paid'");
+    assert_eq!(a.scalar(&sql).await, 1, "one notice.paid event");
+    assert_eq!(a.scalar("SELECT COUNT(*) FROM callback_inbox").await, 50, "every delivery is in the inbox");
+    a.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn the_database_refuses_to_change_ledger_rows() {
+    let app = TestApp::spawn().await;
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    assert_eq!(r.body["RspCode"], "00");
+    let statements = [
+        "UPDATE ledger_transfers SET amount = amount + 1",
+        "DELETE FROM ledger_transfers",
+        "UPDATE ledger_transactions SET memo = 'edited'",
+        "DELETE FROM ledger_transactions",
+        "DELETE FROM ledger_accounts",
+    ];
+    if app.db.is_postgres() {
+        // As the application's role: a login without superuser rights and without TRUNCATE.
+        let role = format!("paygate_app_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        ] {
+            sqlx::query(&sql).execute(&mut admin).await.unwrap();
+        }
+        let mut url = reqwest::Url::parse(app.db.url()).unwrap();
+        url.set_username(&role).unwrap();
+        let mut conn = sqlx::PgConnection::connect(url.as_str()).await.unwrap();
+        for sql in statements.iter().copied().chain(["TRUNCATE ledger_transfers CASCADE"]) {
+            let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql).to_string();
+            assert!(err.contains("append-only") || err.contains("permission denied"), "{sql}: {err}");
+        }
+        // Even the owner cannot truncate: the trigger refuses it.
+        let err = sqlx::query("TRUNCATE ledger_transfers CASCADE").execute(&mut admin).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{err}");
+        conn.close().await.unwrap();
+        sqlx::query(&format!("DROP OWNED BY {role}")).execute(&mut admin).await.unwrap();
+        sqlx::query(&format!("DROP ROLE {role}")).execute(&mut admin).await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
+        for sql in statements {
+            let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql).to_string();
+            assert!(err.contains("append-only"), "{sql}: {err}");
+        }
+    }
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn verify_names_the_first_row_a_superuser_altered() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+        app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    }
+    let auditor = app.token(Role::Auditor).await;
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    assert!(r.body["sealed"].as_i64().unwrap() >= 6, "{}", r.text);
+    let target: i64 = app.scalar("SELECT transfer_id FROM ledger_seals WHERE seq = 4").await;
+
+    // Someone with the keys to the database bypasses the guards and edits one amount.
+    if app.db.is_postgres() {
+        let mut conn = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+        sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
+        sqlx::query("DROP TRIGGER ledger_transfers_no_update").execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["ok"], false, "{}", r.text);
+    assert_eq!(r.body["first_broken"]["seq"], 4, "{}", r.text);
+    assert_eq!(r.body["first_broken"]["transfer_id"], target);
+
+    // The command line says the same and exits 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
+        .args(["ledger", "verify"])
+        .env("PAYGATE_CONFIG_DIR", "/nonexistent")
+        .env("PAYGATE_DATABASE__URL", app.db.url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seq 4"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn staff_read_balances_entries_and_the_inbox() {
+    let app = TestApp::spawn().await;
+    let (code, id, merchant_ref, amount) = vnpay_payment(&app).await;
+    app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    let treasurer = app.token(Role::Treasurer).await;
+    let auditor = app.token(Role::Auditor).await;
+    let issuer = app.token(Role::Issuer).await;
+
+    app.get("/v1/ledger/accounts", Some(&issuer)).await.assert_problem(403, "forbidden");
+    let r = app.get("/v1/ledger/accounts", Some(&treasurer)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let balance = |name: &str| {
+        r.body.as_array().unwrap().iter().find(|a| a["account"] == name).map(|a| a["balance"].as_i64().unwrap())
+    };
+    assert_eq!(balance("provider_clearing:vnpay"), Some(amount));
+    // 10 m²: registration fee 1,250,000 (757-2801) and PIT 5,000,000 (757-1006), owed to the treasury.
+    assert_eq!(balance("treasury_payable:757-2801"), Some(-1_250_000));
+    assert_eq!(balance("treasury_payable:757-1006"), Some(-5_000_000));
+
+    let r = app.get(&format!("/v1/ledger/entries?payment_id={id}"), Some(&auditor)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let entries = r.body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["notice_code"] == code.as_str() && e["kind"] == "payment_confirmed"));
+    let r = app.get("/v1/ledger/entries?account=treasury_payable:757-2801&limit=1", Some(&auditor)).await;
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 1);
+    let cursor = r.body["next_cursor"].as_i64().unwrap();
+    let r = app
+        .get(&format!("/v1/ledger/entries?account=treasury_payable:757-2801&limit=1&cursor={cursor}"), Some(&auditor))
+        .await;
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 0);
+    app.get("/v1/ledger/entries?limit=0", Some(&auditor)).await.assert_problem(422, "validation-error");
+
+    app.get("/v1/inbox", Some(&treasurer)).await.assert_problem(403, "forbidden");
+    let r = app.get("/v1/inbox?provider=vnpay", Some(&auditor)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let first = &r.body["callbacks"][0];
+    assert_eq!(first["verification"], "verified");
+    assert_eq!(first["outcome"], "applied:succeeded");
+    assert_eq!(first["merchant_ref"], merchant_ref.as_str());
+    let one = app.get(&format!("/v1/inbox/{}", first["id"].as_str().unwrap()), Some(&auditor)).await;
+    assert!(one.body["query"].as_str().unwrap().contains("vnp_SecureHash"));
+    app.assert_ledger_invariants().await;
+}
+
+/// Bad callbacks are refused as their protocol expects, kept in the inbox as rejected, and move
+/// no money.
+#[tokio::test]
+async fn hostile_callbacks_are_refused_stored_and_move_nothing() {
+    let app = TestApp::spawn().await;
+    let (code, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    let good = vnpay_ipn(&merchant_ref, amount);
+    let repeated = format!("{good}&vnp_Amount=100");
+    let short_sig = good.split("&vnp_SecureHash=").next().unwrap().to_string() + "&vnp_SecureHash=abcd";
+    let decimal = good.replace(&format!("vnp_Amount={}", amount * 100), &format!("vnp_Amount={}.00", amount * 100));
+    let plus = good.replace(&format!("vnp_Amount={}", amount * 100), &format!("vnp_Amount=%2B{}", amount * 100));
+    for q in [repeated, short_sig, decimal, plus] {
+        let r = app.get(&format!("/callbacks/vnpay?{q}"), None).await;
+        assert_ne!(r.body["RspCode"], "00", "{q}: {}", r.text);
+    }
+    let ten_mb = vec![b'a'; 10 * 1024 * 1024];
+    let r = app.send(app.client.post(app.url("/callbacks/momo")).body(ten_mb)).await;
+    r.assert_problem(400, "callback-rejected");
+    let r = app.send(app.client.post(app.url("/callbacks/zalopay")).body(vec![0xff, 0xfe, 0x00, 0x80])).await;
+    assert_eq!(r.body["return_code"], -1);
+    let bomb = "[".repeat(100_000) + &"]".repeat(100_000);
+    let r = app.send(app.client.post(app.url("/callbacks/momo")).body(bomb)).await;
+    r.assert_problem(400, "callback-rejected");
+
+    let auditor = app.token(Role::Auditor).await;
+    let r = app.get("/v1/inbox?limit=500", Some(&auditor)).await;
+    let callbacks = r.body["callbacks"].as_array().unwrap();
+    assert_eq!(callbacks.len(), 7);
+    assert!(callbacks.iter().all(|c| c["verification"] == "rejected"), "{}", r.text);
+    assert!(callbacks.iter().any(|c| c["body_bytes"] == 10 * 1024 * 1024));
+    assert_eq!(app.notice(&code).await["status"], "unpaid");
+    assert_eq!(app.count("ledger_transfers").await, 0, "no money moved");
+    app.assert_ledger_invariants().await;
+}
+
+/// A receiver of our webhooks: records what it gets; answers 500 while `fail` is set.
+async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>, Arc<Mutex<bool>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let fail = Arc::new(Mutex::new(false));
+    let (g, f) = (got.clone(), fail.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (g, f) = (g.clone(), f.clone());
+            async move {
+                if *f.lock().unwrap() {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let sig = headers.get("paygate-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                g.lock().unwrap().push((sig, body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got, fail)
+}
+
+#[tokio::test]
+async fn events_are_signed_ordered_retried_and_resendable() {
+    let (url, got, fail) = receiver().await;
+    let secret = "dossier-webhook-secret-0001";
+    let app = TestApp::spawn_with(|c| {
+        c.webhooks.endpoints = vec![paygate::config::WebhookEndpoint {
+            name: "dossier".into(),
+            url: url.clone(),
+            secret: secrecy::SecretString::from(secret.to_string()),
+        }];
+        // Background rounds stay out of the way; the test runs them.
+        c.providers.status_poll_interval_secs = 3600;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let (code, id, merchant_ref, amount) = vnpay_payment(&app).await;
+    app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+
+    // The receiver is down: the attempt fails and is retried later.
+    *fail.lock().unwrap() = true;
+    let now = chrono::Utc::now();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, now).await.unwrap();
+    assert_eq!((r.attempted, r.failed), (1, 1));
+    let r = paygate::webhooks::deliver_once(&app.state, &http, now).await.unwrap();
+    assert_eq!(r.attempted, 0, "not before its backoff");
+    *fail.lock().unwrap() = false;
+    let r = paygate::webhooks::deliver_once(&app.state, &http, now + chrono::Duration::seconds(10)).await.unwrap();
+    assert_eq!(r.delivered, 1);
+
+    let received = got.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let (sig, body) = &received[0];
+    let secrets = [secrecy::SecretString::from(secret.to_string())];
+    paygate::providers::protocol::signature::verify(
+        sig,
+        body.as_bytes(),
+        &secrets,
+        chrono::Utc::now().timestamp(),
+        300,
+    )
+    .expect("signed with our secret");
+    let event: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["type"], "notice.paid");
+    assert_eq!(event["notice_code"], code.as_str());
+    assert_eq!(event["sequence"], 1);
+    assert_eq!(event["payment_id"], id.as_str());
+
+    // An admin re-sends it.
+    let admin = app.token(Role::Admin).await;
+    let auditor = app.token(Role::Auditor).await;
+    let events = app.get(&format!("/v1/events?notice_code={code}"), Some(&auditor)).await;
+    assert_eq!(events.body[0]["deliveries"][0]["status"], "delivered", "{}", events.text);
+    let event_id = events.body[0]["id"].as_str().unwrap();
+    let path = format!("/v1/events/{event_id}/resend");
+    app.post_json(&path, &json!({}), Some(&auditor), None).await.assert_problem(403, "forbidden");
+    assert_eq!(app.post_json(&path, &json!({}), Some(&admin), None).await.status, 202);
+    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now()).await.unwrap();
+    assert_eq!(r.delivered, 1);
+    assert_eq!(got.lock().unwrap().len(), 2);
+    app.assert_ledger_invariants().await;
+}

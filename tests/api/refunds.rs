@@ -1,0 +1,173 @@
+//! Refunds: full and partial, never more than remains, posted when the provider confirms,
+//! exactly once.
+
+use paygate::auth::Role;
+use serde_json::json;
+
+use crate::helpers::{TestApp, read};
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// A paid payment of a 6,250,000 đồng notice through `provider` (approved on its sandbox page).
+async fn paid(app: &TestApp, provider: &str) -> (String, String) {
+    let code = app.issue_small_notice().await;
+    let r = app.start_payment(&code, provider).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let merchant_ref = r.body["merchant_ref"].as_str().unwrap().to_string();
+    let (path, form) = match provider {
+        "vnpay" => ("/sandbox/vnpay/paymentv2/decide".to_string(), vec![("txn_ref", merchant_ref.clone())]),
+        _ => (format!("/sandbox/{provider}/pay/{merchant_ref}/decide"), vec![]),
+    };
+    let mut form = form;
+    form.push(("action", "approve".into()));
+    read(browser().get(r.body["redirect_url"].as_str().unwrap()).send().await.unwrap()).await;
+    let d = read(browser().post(app.url(&path)).form(&form).send().await.unwrap()).await;
+    assert_eq!(d.status, 303, "{}", d.text);
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    (code, id)
+}
+
+#[tokio::test]
+async fn partial_then_full_refunds_through_each_provider() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    for provider in ["vnpay", "momo"] {
+        let (code, id) = paid(&app, provider).await;
+        let path = format!("/v1/payments/{id}/refunds");
+        let r = app
+            .post_json(&path, &json!({"amount": 1_000_000, "reason": "fee charged twice"}), Some(&treasurer), None)
+            .await;
+        assert_eq!(r.status, 201, "{provider}: {}", r.text);
+        assert_eq!(r.body["refund"]["status"], "succeeded");
+        assert_eq!(r.body["payment"]["status"], "partially_refunded");
+        assert_eq!(r.body["payment"]["refunded_amount"], 1_000_000);
+
+        let r = app.post_json(&path, &json!({"amount": 5_250_001, "reason": "too much"}), Some(&treasurer), None).await;
+        let p = r.assert_problem(422, "validation-error");
+        assert_eq!((p["field"].as_str(), p["code"].as_str()), (Some("amount"), Some("exceeds_remaining")));
+
+        let r = app.post_json(&path, &json!({"reason": "dossier withdrawn"}), Some(&treasurer), None).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["refund"]["amount"], 5_250_000, "the rest");
+        assert_eq!(r.body["payment"]["status"], "refunded");
+        let view = app.payment(&id).await;
+        assert_eq!(view["refunds"].as_array().unwrap().len(), 2);
+        let causes: Vec<&str> =
+            view["history"].as_array().unwrap().iter().map(|e| e["to_status"].as_str().unwrap()).collect();
+        assert_eq!(causes, ["pending", "succeeded", "partially_refunded", "refunded"]);
+        app.post_json(&path, &json!({"reason": "again"}), Some(&treasurer), None)
+            .await
+            .assert_problem(422, "validation-error");
+        let sql = format!(
+            "SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{code}' AND event_type = 'payment.refunded'"
+        );
+        assert_eq!(app.scalar(&sql).await, 2);
+    }
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn refunds_need_a_treasurer_a_reason_and_received_money() {
+    let app = TestApp::spawn().await;
+    let (_, id) = paid(&app, "vnpay").await;
+    let path = format!("/v1/payments/{id}/refunds");
+    for role in [Role::Auditor, Role::Issuer, Role::Admin] {
+        let t = app.token(role).await;
+        app.post_json(&path, &json!({"reason": "x"}), Some(&t), None).await.assert_problem(403, "forbidden");
+    }
+    let treasurer = app.token(Role::Treasurer).await;
+    let r = app.post_json(&path, &json!({"reason": " "}), Some(&treasurer), None).await;
+    assert_eq!(r.assert_problem(422, "validation-error")["field"], "reason");
+    let r = app.post_json(&path, &json!({"reason": "x", "amount": -5}), Some(&treasurer), None).await;
+    assert_eq!(r.assert_problem(422, "validation-error")["field"], "amount");
+    app.post_json("/v1/payments/pay_nope/refunds", &json!({"reason": "x"}), Some(&treasurer), None)
+        .await
+        .assert_problem(404, "not-found");
+
+    // Nothing was received for a pending payment.
+    let code = app.issue_small_notice().await;
+    let pending = app.start_payment(&code, "vnpay").await.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .post_json(&format!("/v1/payments/{pending}/refunds"), &json!({"reason": "x"}), Some(&treasurer), None)
+        .await;
+    r.assert_problem(409, "payment-not-refundable");
+
+    // A bank transfer is refunded by the treasury outside paygate; nothing stays reserved.
+    let code = app.issue_small_notice().await;
+    let qr = app.start_payment(&code, "vietqr").await.body["id"].as_str().unwrap().to_string();
+    assert_eq!(app.bank_credit(6_250_000, &code, "FT-R").await.status, 200);
+    let r = app.post_json(&format!("/v1/payments/{qr}/refunds"), &json!({"reason": "x"}), Some(&treasurer), None).await;
+    r.assert_problem(422, "refund-not-supported");
+    assert_eq!(app.payment(&qr).await["refunds"][0]["status"], "failed");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn an_overpayment_is_refunded_from_suspense() {
+    let app = TestApp::spawn().await;
+    let code = app.issue_small_notice().await;
+    let first = app.start_payment(&code, "vietqr").await.body["id"].as_str().unwrap().to_string();
+    let r = app.start_payment(&code, "vnpay").await;
+    let second = r.body["id"].as_str().unwrap().to_string();
+    let merchant_ref = r.body["merchant_ref"].as_str().unwrap().to_string();
+    assert_eq!(app.bank_credit(6_250_000, &code, "FT-1").await.status, 200);
+    read(browser().get(r.body["redirect_url"].as_str().unwrap()).send().await.unwrap()).await;
+    let form = [("txn_ref", merchant_ref.as_str()), ("action", "approve")];
+    read(browser().post(app.url("/sandbox/vnpay/paymentv2/decide")).form(&form).send().await.unwrap()).await;
+    assert_eq!(app.payment(&first).await["overpayment"], false);
+    assert_eq!(app.payment(&second).await["overpayment"], true);
+    app.assert_ledger_invariants().await;
+
+    let treasurer = app.token(Role::Treasurer).await;
+    let r = app
+        .post_json(&format!("/v1/payments/{second}/refunds"), &json!({"reason": "paid twice"}), Some(&treasurer), None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["payment"]["refund_due"], 0);
+    assert_eq!(r.body["payment"]["status"], "refunded");
+    assert_eq!(app.notice(&code).await["status"], "paid", "the first payment still pays the notice");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn concurrent_refund_requests_and_confirmations_apply_once() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_sibling(|_| {}).await;
+    let c = a.spawn_sibling(|_| {}).await;
+    let (code, id) = paid(&a, "vnpay").await;
+
+    // Fifty confirmations of one refund, over three processes: one settlement.
+    let (refund, _) = a.store.reserve_refund(&id, Some(2_000_000), "test", "t", chrono::Utc::now()).await.unwrap();
+    let stores = [&a.store, &b.store, &c.store];
+    let results = futures::future::join_all(
+        (0..50).map(|i| stores[i % 3].settle_refund(&refund.id, Ok(Some("VNP-R1")), chrono::Utc::now())),
+    )
+    .await;
+    let applied = results.iter().filter(|r| matches!(r, Ok(paygate::store::refunds::Settled::Applied { .. }))).count();
+    assert_eq!(applied, 1, "{results:?}");
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE posting_key = 'refund:{}'", refund.id);
+    assert_eq!(a.scalar(&sql).await, 1, "one set of refund postings");
+    let sql =
+        format!("SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{code}' AND event_type = 'payment.refunded'");
+    assert_eq!(a.scalar(&sql).await, 1, "one payment.refunded event");
+
+    // Fifty requests for everything that remains, over three processes: one refund.
+    let treasurer = a.token(Role::Treasurer).await;
+    let apps = [&a, &b, &c];
+    let path = format!("/v1/payments/{id}/refunds");
+    let body = json!({"amount": 4_250_000, "reason": "rest"});
+    let replies =
+        futures::future::join_all((0..50).map(|i| apps[i % 3].post_json(&path, &body, Some(&treasurer), None))).await;
+    assert_eq!(replies.iter().filter(|r| r.status == 201).count(), 1);
+    assert!(
+        replies.iter().all(|r| r.status == 201 || r.status == 422),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(a.payment(&id).await["status"], "refunded");
+    a.assert_ledger_invariants().await;
+}
