@@ -12,3 +12,11 @@ ALTER DEFAULT PRIVILEGES FOR ROLE paygate_owner IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO paygate_app;
 ALTER DEFAULT PRIVILEGES FOR ROLE paygate_owner IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO paygate_app;
+
+-- After `paygate migrate` (as paygate_owner) has created the tables: the ledger is append-only.
+-- Triggers already refuse UPDATE, DELETE and TRUNCATE on the ledger tables for everyone; in
+-- addition the application's role is never given those rights on them, and TRUNCATE is never
+-- granted on any table (the default privileges above do not include it).
+REVOKE UPDATE, DELETE, TRUNCATE ON ledger_accounts, ledger_transactions, ledger_transfers, ledger_seals
+    FROM paygate_app;
+REVOKE TRUNCATE ON ALL TABLES IN SCHEMA public FROM paygate_app;
