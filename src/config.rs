@@ -250,7 +250,14 @@ impl Config {
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 ConfigError::new(&dotted, format!("cannot read secret file named by {name}: {}", e.kind()))
             })?;
-            figment = figment.merge((dotted, text.trim_end_matches(['\r', '\n']).to_string()));
+            if dotted.ends_with(".secrets") {
+                // A list of secrets (rotation): one per line.
+                let list: Vec<String> =
+                    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+                figment = figment.merge((dotted, list));
+            } else {
+                figment = figment.merge((dotted, text.trim_end_matches(['\r', '\n']).to_string()));
+            }
         }
         Ok(figment)
     }

@@ -86,13 +86,24 @@ fn quote_record(
         id: format!("q_{}", uuid::Uuid::now_v7().simple()),
         jurisdiction: request.jurisdiction.clone(),
         valuation_date: request.valuation_date,
-        request: body.to_string(),
+        request: calculation_inputs(body).to_string(),
         lines: serde_json::to_string(&lines).expect("lines serialise"),
         total: calculation.total.get(),
         created_by: by.name.clone(),
         created_at,
         valid_until: created_at + Duration::hours(state.config.obligations.quote_validity_hours as i64),
     }
+}
+
+/// The parts of a request body that the calculation used; payer data is not kept with a quote.
+fn calculation_inputs(body: &Value) -> Value {
+    let mut inputs = serde_json::Map::new();
+    for key in ["jurisdiction", "valuation_date", "parcel", "items"] {
+        if let Some(v) = body.get(key) {
+            inputs.insert(key.to_string(), v.clone());
+        }
+    }
+    Value::Object(inputs)
 }
 
 /// Calculates and stores a quote.

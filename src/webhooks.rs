@@ -72,8 +72,8 @@ pub async fn deliver_once(
     Ok(report)
 }
 
-/// Runs the background work every instance does: payment status rounds, ledger sealing and
-/// webhook deliveries, until `stop` turns true.
+/// Runs the background work every instance does: payment status rounds, ledger sealing,
+/// webhook deliveries and the purge of expired idempotency keys, until `stop` turns true.
 pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let http = match reqwest::Client::builder()
         .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
@@ -101,6 +101,10 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
             }
             if let Err(e) = deliver_once(&state, &http, crate::store::now()).await {
                 tracing::warn!(error = %e, "webhook delivery round failed");
+            }
+            let ttl = chrono::Duration::seconds(state.config.idempotency.ttl_secs as i64);
+            if let Err(e) = state.store.purge_idempotency_keys(crate::store::now() - ttl).await {
+                tracing::warn!(error = %e, "could not purge expired idempotency keys");
             }
         }
         tokio::select! {

@@ -73,18 +73,31 @@ pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, 
             return BankOutcome::Rejected(e.to_string());
         }
     };
+    let provider_txn_id = format!("{bank}:{}", credit.transaction_id);
     let payment = match find_notice_code(&credit.description) {
-        Some(code) => match state.store.find_pending_transfer(code.as_str(), credit.amount).await {
+        Some(code) => match state.store.find_transfer_payment(code.as_str(), credit.amount, &provider_txn_id).await {
             Ok(p) => p,
             Err(e) => return BankOutcome::Unavailable(e),
         },
         None => None,
     };
     let Some(payment) = payment else {
-        let raw = String::from_utf8_lossy(body);
+        let raw = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(mut json) => {
+                crate::privacy::mask_payload(&mut json);
+                json.to_string()
+            }
+            Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(body)),
+        };
         return match state
             .store
-            .insert_unmatched_credit(bank, &credit.transaction_id, credit.amount, &credit.description, &raw)
+            .insert_unmatched_credit(
+                bank,
+                &credit.transaction_id,
+                credit.amount,
+                &crate::privacy::mask_digit_runs(&credit.description),
+                &raw,
+            )
             .await
         {
             Ok(newly_kept) => {
@@ -98,7 +111,7 @@ pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, 
     let event = ProviderEvent {
         provider: "bank",
         merchant_ref: payment.merchant_ref.clone(),
-        provider_txn_id: Some(format!("{bank}:{}", credit.transaction_id)),
+        provider_txn_id: Some(provider_txn_id),
         amount: credit.amount,
         outcome: crate::providers::protocol::event::Outcome::Succeeded,
         provider_code: "credited".into(),

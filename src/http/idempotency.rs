@@ -6,9 +6,12 @@
 //! request is 422; a retry while the first is still running is 409. Because the claim is a
 //! primary-key insert, this holds across any number of processes sharing one database.
 //!
-//! Invariants: the handler runs at most once per (scope, key) while the key lives; responses
-//! that a retry could change (5xx, 401, 403, 408, 429) are not stored — the claim is released so
-//! the retry runs; a handler abandoned mid-way (timeout, client gone) releases its claim too.
+//! Invariants: the handler runs at most once per (scope, key) while the key lives. Once a handler
+//! has run, its response is stored whatever it was — a 500 or 502 too, as its effects may have
+//! committed — and replayed to retries. Requests refused before any work (401, 403, 429) or for
+//! an unreachable database (503) are not remembered. A handler abandoned mid-way (timeout, client gone) keeps the key `in_progress`
+//! (retries get 409) until `idempotency.lock_timeout_secs`, because what it did is unknown; only
+//! then may a retry take the key over.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -22,7 +25,7 @@ use super::auth::Authentication;
 use super::problem::Problem;
 use crate::app::AppState;
 use crate::store::idempotency::{Claim, StoredResponse};
-use crate::store::{Store, now};
+use crate::store::now;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -100,20 +103,18 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         .into_response(),
         Ok(Claim::Replay(stored)) => replay(stored),
         Ok(Claim::Claimed) => {
-            let mut guard = ClaimGuard { store: state.store.clone(), scope, key, armed: true };
             let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
             let status = response.status();
             if !storable(status) {
-                guard.release().await;
+                if let Err(e) = state.store.release_idempotency_key(&scope, &key).await {
+                    tracing::warn!(error = %e, "could not release idempotency key; it frees itself after the lock timeout");
+                }
                 return response;
             }
             let (parts, body) = response.into_parts();
             let body = match axum::body::to_bytes(body, usize::MAX).await {
                 Ok(b) => b,
-                Err(e) => {
-                    guard.release().await;
-                    return Problem::internal(&e).into_response();
-                }
+                Err(e) => return Problem::internal(&e).into_response(),
             };
             let stored = StoredResponse {
                 status: status.as_u16(),
@@ -126,12 +127,11 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
                     .collect(),
                 body: body.to_vec(),
             };
-            if let Err(e) = state.store.complete_idempotency_key(&guard.scope, &guard.key, &stored).await {
-                // The effect happened; the client gets its answer. A retry will see 409 until
-                // the lock times out, never a second execution.
+            if let Err(e) = state.store.complete_idempotency_key(&scope, &key, &stored).await {
+                // The effect happened; the client gets its answer. A retry sees 409 until the
+                // lock times out.
                 tracing::error!(error = %e, "could not store idempotent response");
             }
-            guard.armed = false;
             Response::from_parts(parts, Body::from(body))
         }
     }
@@ -158,35 +158,4 @@ fn replay(stored: StoredResponse) -> Response {
     }
     response.headers_mut().insert(HeaderName::from_static(REPLAYED_HEADER), HeaderValue::from_static("true"));
     response
-}
-
-/// Releases the claim if the request is abandoned before its response is stored.
-struct ClaimGuard {
-    store: Store,
-    scope: String,
-    key: String,
-    armed: bool,
-}
-
-impl ClaimGuard {
-    async fn release(&mut self) {
-        self.armed = false;
-        if let Err(e) = self.store.release_idempotency_key(&self.scope, &self.key).await {
-            tracing::warn!(error = %e, "could not release idempotency key; it frees itself after the lock timeout");
-        }
-    }
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        if self.armed
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let store = self.store.clone();
-            let (scope, key) = (std::mem::take(&mut self.scope), std::mem::take(&mut self.key));
-            handle.spawn(async move {
-                let _ = store.release_idempotency_key(&scope, &key).await;
-            });
-        }
-    }
 }

@@ -167,7 +167,7 @@ impl Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "request-timeout",
                 "Request timed out",
-                "The request took longer than the server allows and was abandoned; nothing was committed. Retry with the same Idempotency-Key.",
+                "The request took longer than the server allows and was abandoned; whether it took effect is not known. Retry with the same Idempotency-Key: you will get its result, or 409 until it is safe to run again.",
             )
             .with_retry_after(1),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(

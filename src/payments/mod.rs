@@ -45,16 +45,31 @@ fn new_base_ref() -> String {
 }
 
 fn validate_return_url(state: &AppState, url: &str) -> Result<(), Problem> {
-    let allowed = std::iter::once(state.public_base_url.as_str())
-        .chain(state.config.providers.return_url_allowlist.iter().map(String::as_str))
-        .any(|prefix| url.starts_with(prefix));
-    if url.len() > 2000 || reqwest::Url::parse(url).is_err() || !allowed {
-        return Err(Problem::validation(
+    let refuse = || {
+        Problem::validation(
             "return_url",
             "must be an absolute URL under this service or a prefix in providers.return_url_allowlist",
-        ));
+        )
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| refuse())?;
+    if url.len() > 2000 || !matches!(parsed.scheme(), "http" | "https") {
+        return Err(refuse());
     }
-    Ok(())
+    let allowed = std::iter::once(state.public_base_url.as_str())
+        .chain(state.config.providers.return_url_allowlist.iter().map(String::as_str))
+        .filter_map(|prefix| reqwest::Url::parse(prefix).ok())
+        .any(|prefix| same_origin_under(&prefix, &parsed));
+    if allowed { Ok(()) } else { Err(refuse()) }
+}
+
+/// `url` has `prefix`'s scheme, host and port, and a path at or below `prefix`'s path (compared
+/// on parsed URLs, so `https://pay.example.gov.vn.evil.com` is not under `https://pay.example.gov.vn`).
+fn same_origin_under(prefix: &reqwest::Url, url: &reqwest::Url) -> bool {
+    let base = prefix.path().trim_end_matches('/');
+    prefix.scheme() == url.scheme()
+        && prefix.host_str() == url.host_str()
+        && prefix.port_or_known_default() == url.port_or_known_default()
+        && (url.path() == base || url.path().starts_with(&format!("{base}/")) || base.is_empty())
 }
 
 /// Creates a payment of a notice's current total due through `req.provider`.
@@ -289,4 +304,23 @@ pub async fn refresh(state: &AppState, payment: &PaymentRecord) -> Result<Paymen
         }
     }
     Ok(state.store.find_payment(PaymentKey::Id(&payment.id)).await?.unwrap_or_else(|| payment.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin_under;
+
+    #[test]
+    fn return_urls_are_compared_by_origin_and_path() {
+        let p = |s: &str| reqwest::Url::parse(s).unwrap();
+        let base = p("https://pay.example.gov.vn");
+        assert!(same_origin_under(&base, &p("https://pay.example.gov.vn/done?x=1")));
+        assert!(!same_origin_under(&base, &p("https://pay.example.gov.vn.evil.com/done")));
+        assert!(!same_origin_under(&base, &p("http://pay.example.gov.vn/done")));
+        assert!(!same_origin_under(&base, &p("https://pay.example.gov.vn:8443/done")));
+        let dossier = p("https://dichvucong.example.gov.vn/hoso/");
+        assert!(same_origin_under(&dossier, &p("https://dichvucong.example.gov.vn/hoso/123")));
+        assert!(!same_origin_under(&dossier, &p("https://dichvucong.example.gov.vn/hosox")));
+        assert!(!same_origin_under(&dossier, &p("https://user@evil.com/hoso/1")));
+    }
 }

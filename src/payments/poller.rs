@@ -14,8 +14,11 @@ use super::state::PaymentEvent;
 use crate::app::AppState;
 use crate::store::payments::{PaymentKey, PaymentRecord, PaymentUpdate};
 
-/// How many payments one round claims.
-const BATCH: i64 = 100;
+/// How many payments one round claims (queried one after another within the lease).
+const BATCH: i64 = 20;
+/// How long past its expiry a payment stays pending while its provider cannot be reached: its
+/// money may have moved, so it is not expired blind.
+const UNREACHABLE_GRACE_HOURS: i64 = 24;
 
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +35,7 @@ pub async fn run_once(state: &AppState, now: DateTime<Utc>) -> Result<PollReport
     let cfg = &state.config.providers;
     let interval = Duration::seconds(cfg.status_poll_interval_secs as i64);
     // A lease long enough for this round's provider calls; each payment is rescheduled below.
-    let lease = now + Duration::seconds(cfg.http_timeout_secs as i64 * 2) + interval;
+    let lease = now + Duration::seconds(cfg.http_timeout_secs as i64 * (BATCH + 1)) + interval;
     let claimed = state.store.claim_payments_to_poll(now, lease, BATCH).await?;
     let mut report = PollReport { claimed: claimed.len(), ..PollReport::default() };
     for payment in claimed {
@@ -51,6 +54,7 @@ async fn poll_one(
         Some(connector) => connector.query(&p.merchant_ref, p.created_at, p.amount).await,
         None => Ok(None),
     };
+    let mut unreachable = false;
     match &answer {
         Ok(Some(event)) if !matches!(event.outcome, crate::providers::protocol::event::Outcome::Pending) => {
             super::apply_provider_event(state, event, "status_query").await?;
@@ -60,10 +64,12 @@ async fn poll_one(
         Err(e) => {
             tracing::warn!(payment = %p.id, provider = %p.provider, error = %e, "status query failed");
             report.provider_errors += 1;
+            unreachable = true;
         }
         _ => {}
     }
-    if now >= p.expires_at {
+    let expire_at = if unreachable { p.expires_at + Duration::hours(UNREACHABLE_GRACE_HOURS) } else { p.expires_at };
+    if now >= expire_at {
         let update = PaymentUpdate {
             event: PaymentEvent::Expired,
             amount: None,
@@ -79,7 +85,8 @@ async fn poll_one(
         let cfg = &state.config.providers;
         let factor = 1i64 << p.poll_attempts.clamp(0, 8);
         let wait = Duration::seconds((cfg.status_poll_interval_secs as i64 * factor).min(300));
-        state.store.reschedule_poll(&p.id, (now + wait).min(p.expires_at)).await?;
+        let next = if now >= p.expires_at { now + wait } else { (now + wait).min(p.expires_at) };
+        state.store.reschedule_poll(&p.id, next).await?;
         report.still_pending += 1;
     }
     Ok(())

@@ -8,6 +8,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{Store, StoreError, StoreResult, begin_write, on_pool};
+use crate::payments::state::PaymentStatus;
 
 /// One itemised line, as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
@@ -240,7 +241,9 @@ impl Store {
         Ok(Some((notice, lines)))
     }
 
-    /// Cancels an unpaid notice. Only `unpaid` notices can be cancelled.
+    /// Cancels an unpaid notice and, in the same transaction, the payments still pending for it
+    /// (a success that arrives for one later is held for refund). Only `unpaid` notices can be
+    /// cancelled.
     pub async fn cancel_notice(
         &self,
         code: &str,
@@ -248,8 +251,12 @@ impl Store {
         by: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<CancelOutcome> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query(
+        let pending_sql = format!(
+            "SELECT p.id FROM payments p JOIN notices n ON n.id = p.notice_id WHERE n.code = $1 AND p.status = 'pending'{}",
+            self.lock_clause_pub()
+        );
+        let changed: u64 = begin_write!(self, pool, tx => {
+            let changed = sqlx::query(
                 "UPDATE notices SET status = 'cancelled', cancel_reason = $2, cancelled_by = $3, cancelled_at = $4 \
                  WHERE code = $1 AND status = 'unpaid'",
             )
@@ -257,10 +264,40 @@ impl Store {
             .bind(reason)
             .bind(by)
             .bind(at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 1 {
+                let pending: Vec<String> = sqlx::query_scalar(&pending_sql).bind(code).fetch_all(&mut *tx).await?;
+                for id in pending {
+                    sqlx::query("UPDATE payments SET status = 'cancelled', updated_at = $2 WHERE id = $1 AND status = 'pending'")
+                        .bind(&id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    let seq: i64 = sqlx::query_scalar(
+                        "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) FROM payment_events WHERE payment_id = $1",
+                    )
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let detail = serde_json::json!({"reason": reason, "by": by}).to_string();
+                    super::payments::record_event(
+                        &mut tx,
+                        &id,
+                        seq,
+                        PaymentStatus::Pending,
+                        PaymentStatus::Cancelled,
+                        "notice_cancelled",
+                        &detail,
+                        at,
+                    )
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            changed
+        });
         let current = self.find_notice(code).await?;
         Ok(match current {
             None => CancelOutcome::NotFound,

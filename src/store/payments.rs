@@ -213,18 +213,35 @@ impl Store {
         })?)
     }
 
-    /// The pending VietQR payment of a notice for exactly this amount, oldest first.
-    pub async fn find_pending_transfer(&self, notice_code: &str, amount: i64) -> StoreResult<Option<PaymentRecord>> {
-        Ok(on_pool!(self, pool => {
+    /// The VietQR payment a bank credit pays: the one this very bank transaction already paid
+    /// (a repeat notification), else the oldest pending one of the notice for exactly this amount,
+    /// else one that ended unpaid and has not yet received late money. A second, different
+    /// transfer for a notice whose transfers are all settled matches nothing (kept as unmatched).
+    pub async fn find_transfer_payment(
+        &self,
+        notice_code: &str,
+        amount: i64,
+        provider_txn_id: &str,
+    ) -> StoreResult<Option<PaymentRecord>> {
+        let candidates: Vec<PaymentRecord> = on_pool!(self, pool => {
             sqlx::query_as(&format!(
                 "SELECT {PAYMENT_COLUMNS} FROM payments WHERE notice_code = $1 AND provider = 'vietqr' \
-                 AND amount = $2 ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at LIMIT 1"
+                 AND amount = $2 ORDER BY created_at"
             ))
             .bind(notice_code)
             .bind(amount)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await
-        })?)
+        })?;
+        let same = candidates.iter().find(|p| p.provider_txn_id.as_deref() == Some(provider_txn_id));
+        let pending = || candidates.iter().find(|p| p.status() == PaymentStatus::Pending);
+        let ended_unpaid = || {
+            candidates.iter().find(|p| {
+                matches!(p.status(), PaymentStatus::Expired | PaymentStatus::Failed | PaymentStatus::Cancelled)
+                    && !p.late_success
+            })
+        };
+        Ok(same.or_else(pending).or_else(ended_unpaid).cloned())
     }
 
     /// Applies a provider's (or the clock's) word to a payment, exactly once.

@@ -96,6 +96,9 @@ async fn token_create_prints_the_token_last_and_revoke_disables_it() {
 #[tokio::test]
 async fn the_example_production_configuration_is_valid_once_its_secrets_are_given() {
     let db = TestDb::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank_secrets = dir.path().join("vcb-secrets");
+    std::fs::write(&bank_secrets, "real-bank-secret-00001\nreal-bank-secret-00002-next\n").unwrap();
     let out = paygate(&db)
         .env("PAYGATE_CONFIG_DIR", "deploy")
         .env("PAYGATE_ENV", "production")
@@ -105,7 +108,7 @@ async fn the_example_production_configuration_is_valid_once_its_secrets_are_give
         .env("PAYGATE_PROVIDERS__ZALOPAY__KEY1", "real-zalopay-key1")
         .env("PAYGATE_PROVIDERS__ZALOPAY__KEY2", "real-zalopay-key2")
         .env("PAYGATE_PROVIDERS__VIETQR__BANK", "vcb")
-        .env("PAYGATE_PROVIDERS__BANKS__VCB__SECRETS", "[real-bank-secret-00001]")
+        .env("PAYGATE_PROVIDERS__BANKS__VCB__SECRETS_FILE", &bank_secrets)
         .arg("migrate")
         .output()
         .unwrap();

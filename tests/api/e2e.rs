@@ -261,3 +261,28 @@ async fn the_pay_page_lists_the_lines_and_starts_a_payment_without_javascript() 
     assert_eq!(app.get("/pay/TB-2026-00000A", None).await.status, 400);
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn paying_by_vietqr_through_the_sandbox_bank_app() {
+    let app = TestApp::spawn().await;
+    let code = app.issue_small_notice().await;
+    let r = app.start_payment(&code, "vietqr").await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let qr = r.body["qr_payload"].as_str().unwrap().to_string();
+    // The payer's bank app reads the QR: amount and transfer text come from it.
+    let form_page = app.get(&format!("/sandbox/bank/sandbox/transfer?qr={}", urlencode(&qr)), None).await;
+    assert_eq!(form_page.status, 200, "{}", form_page.text);
+    assert!(form_page.text.contains("6250000") || form_page.text.contains("6.250.000"), "{}", form_page.text);
+    let form =
+        [("amount", "6250000".to_string()), ("description", code.clone()), ("account", "0011012345678".to_string())];
+    let sent = read(browser().post(app.url("/sandbox/bank/sandbox/transfer")).form(&form).send().await.unwrap()).await;
+    assert!(sent.status < 400, "{}", sent.text);
+    let p = app.payment(&id).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    assert_eq!(app.notice(&code).await["status"], "paid");
+    app.assert_ledger_invariants().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}

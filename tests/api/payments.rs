@@ -129,16 +129,30 @@ async fn payment_requests_are_validated() {
 }
 
 #[tokio::test]
-async fn a_cancelled_notice_cannot_be_paid() {
+async fn a_cancelled_notice_cannot_be_paid_and_its_pending_payments_are_cancelled() {
     let app = TestApp::spawn().await;
     let code = app.issue_notice().await;
+    let pending = app.start_payment(&code, "vietqr").await.body["id"].as_str().unwrap().to_string();
     let issuer = app.token(paygate::auth::Role::Issuer).await;
     let r = app
         .post_json(&format!("/v1/notices/{code}/cancel"), &json!({"reason": "withdrawn"}), Some(&issuer), None)
         .await;
     assert_eq!(r.status, 200);
     app.start_payment(&code, "vietqr").await.assert_problem(409, "notice-cancelled");
-    app.assert_ledger_invariants().await;
+    let p = app.payment(&pending).await;
+    assert_eq!(p["status"], "cancelled");
+    assert_eq!(p["history"][1]["cause"], "notice_cancelled");
+    // The payer transfers anyway: the money is kept in suspense for refund.
+    assert_eq!(app.bank_credit(75_000_000, &code, "FT-C").await.status, 200);
+    let p = app.payment(&pending).await;
+    assert_eq!((p["status"].as_str(), p["late_success"].as_bool()), (Some("cancelled"), Some(true)));
+    assert_eq!(p["refund_due"], 75_000_000);
+    // A second, different transfer for the same notice matches nothing settled: kept, not lost.
+    assert_eq!(app.bank_credit(75_000_000, &code, "FT-D").await.status, 202);
+    assert_eq!(app.count("unmatched_credits").await, 1);
+    // The first notification again is a repeat, not new money.
+    assert_eq!(app.bank_credit(75_000_000, &code, "FT-C").await.status, 200);
+    assert_eq!(app.count("unmatched_credits").await, 1);
 }
 
 #[tokio::test]
