@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod callbacks;
 pub mod clock;
 pub mod config;

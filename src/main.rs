@@ -58,6 +58,17 @@ enum Command {
     /// Work with the append-only ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Benchmark confirming payments from signed VNPAY callbacks (not a test; see README).
+    ///
+    /// Starts the service in this process on a fresh database (SQLite in a temporary folder, or a
+    /// new PostgreSQL database that is dropped afterwards), creates N pending payments, fires their
+    /// IPNs K times each from C concurrent clients, and reports confirmed payments/s and callback
+    /// latency; then checks that every payment was confirmed and posted exactly once and that the
+    /// ledger chain verifies. The last line of stdout is a JSON summary. Exits 1 if a correctness
+    /// check fails (not for missed performance targets).
+    ///
+    /// Example: paygate bench --backend postgres --pgbench --half-rate-check
+    Bench(paygate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -145,6 +156,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let store = Store::connect(&config.database).await?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend());
+        }
+        Command::Bench(args) => {
+            if let Err(e) = args.validate() {
+                eprintln!("paygate: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            let passed = paygate::bench::run(args, config).await?;
+            return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Ledger(LedgerCommand::Verify) => {
             let store = Store::connect(&config.database).await?;

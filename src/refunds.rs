@@ -69,7 +69,22 @@ pub async fn request(
         Ok(provider_ref) => Ok(provider_ref.as_deref()),
         Err(e) => Err(e.to_string()),
     };
-    state.store.settle_refund(&refund.id, outcome.as_ref().map(|r| *r).map_err(String::as_str), now()).await?;
+    // The provider has answered: record it, retrying a busy database a few times, because a
+    // refund left pending would keep its amount reserved.
+    let mut attempt = 0;
+    loop {
+        match state.store.settle_refund(&refund.id, outcome.as_ref().map(|r| *r).map_err(String::as_str), now()).await {
+            Ok(_) => break,
+            Err(crate::store::StoreError::Unavailable(_)) if attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(refund = %refund.id, error = %e, "provider answered but the refund could not be settled");
+                return Err(e.into());
+            }
+        }
+    }
     match answer {
         Ok(_) => {
             tracing::info!(refund = %refund.id, payment = %payment.id, amount = refund.amount, by = %by.name, "refund confirmed");

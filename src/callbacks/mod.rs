@@ -12,6 +12,7 @@ use crate::payments;
 use crate::providers::RawCallback;
 use crate::providers::protocol::event::{ProviderEvent, VerifyError};
 use crate::store::StoreError;
+use crate::store::inbox::InboxRecord;
 use crate::store::payments::Applied;
 
 /// The provider-neutral result of handling one callback.
@@ -26,24 +27,52 @@ pub enum Handled {
     Unavailable(StoreError),
 }
 
-/// Verifies a callback with `provider`'s connector and applies it.
-pub async fn handle(state: &AppState, provider: &str, raw: &RawCallback<'_>) -> Handled {
+/// Verifies a callback with `provider`'s connector and applies it; `record` (the callback as
+/// received) is stored with its outcome — in the same transaction as the change it causes.
+pub async fn handle(state: &AppState, provider: &str, raw: &RawCallback<'_>, record: InboxRecord) -> Handled {
     let Some(connector) = state.providers.get(provider) else {
-        return Handled::Rejected(VerifyError::Body(format!("unknown provider {provider}")));
+        let e = VerifyError::Body(format!("unknown provider {provider}"));
+        keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
+        return Handled::Rejected(e);
     };
     let event = match connector.verify(raw) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(provider, error = %e, "callback rejected");
+            keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
             return Handled::Rejected(e);
         }
     };
-    match payments::apply_provider_event(state, &event, "callback").await {
-        Ok(applied) => Handled::Applied(event, applied),
+    let mut record = record;
+    record.merchant_ref = Some(event.merchant_ref.clone());
+    match payments::apply_provider_event(state, &event, "callback", Some(&record)).await {
+        Ok(Some(applied)) => Handled::Applied(event, Some(applied)),
+        Ok(None) => {
+            keep(state, record, "verified", "pending_reported", None).await;
+            Handled::Applied(event, None)
+        }
         Err(e) => {
             tracing::error!(provider, error = %e, "callback verified but not applied; provider will retry");
+            keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
             Handled::Unavailable(e)
         }
+    }
+}
+
+/// Stores a callback that changes nothing (rejected, pending, not applied) with its outcome.
+pub async fn keep(
+    state: &AppState,
+    mut record: InboxRecord,
+    verification: &str,
+    outcome: &str,
+    detail: Option<String>,
+) {
+    record.verification = Some(verification.into());
+    record.outcome = Some(outcome.into());
+    record.detail = detail;
+    record.processed_at = Some(crate::store::now());
+    if let Err(e) = state.store.insert_inbox(&record).await {
+        tracing::error!(inbox_id = %record.id, error = %e, "callback could not be kept in the inbox");
     }
 }
 
@@ -62,14 +91,24 @@ pub enum BankOutcome {
 }
 
 /// Verifies a partner bank's credit notification and applies it to the notice's transfer.
-pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, body: &[u8]) -> BankOutcome {
+pub async fn handle_bank(
+    state: &AppState,
+    bank: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    record: InboxRecord,
+) -> BankOutcome {
     use crate::providers::bank::{BankError, find_notice_code};
     let banks = &state.providers.banks;
     let credit = match banks.verify(bank, signature, body, chrono::Utc::now().timestamp()) {
         Ok(c) => c,
-        Err(BankError::UnknownBank) => return BankOutcome::UnknownBank,
+        Err(BankError::UnknownBank) => {
+            keep(state, record, "rejected", "unknown_bank", None).await;
+            return BankOutcome::UnknownBank;
+        }
         Err(e) => {
             tracing::warn!(bank, error = %e, "bank notification rejected");
+            keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
             return BankOutcome::Rejected(e.to_string());
         }
     };
@@ -77,7 +116,10 @@ pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, 
     let payment = match find_notice_code(&credit.description) {
         Some(code) => match state.store.find_transfer_payment(code.as_str(), credit.amount, &provider_txn_id).await {
             Ok(p) => p,
-            Err(e) => return BankOutcome::Unavailable(e),
+            Err(e) => {
+                keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+                return BankOutcome::Unavailable(e);
+            }
         },
         None => None,
     };
@@ -103,9 +145,13 @@ pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, 
             Ok(newly_kept) => {
                 tracing::warn!(bank, transaction = %credit.transaction_id, amount = credit.amount,
                     "bank credit matches no payment; kept as unmatched");
+                keep(state, record, "verified", "unmatched_credit", None).await;
                 BankOutcome::Unmatched { newly_kept }
             }
-            Err(e) => BankOutcome::Unavailable(e),
+            Err(e) => {
+                keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+                BankOutcome::Unavailable(e)
+            }
         };
     };
     let event = ProviderEvent {
@@ -117,9 +163,14 @@ pub async fn handle_bank(state: &AppState, bank: &str, signature: Option<&str>, 
         provider_code: "credited".into(),
         paid_at: Some(credit.credited_at.with_timezone(&chrono::Utc)),
     };
-    match payments::apply_provider_event(state, &event, "bank_notification").await {
+    let mut record = record;
+    record.merchant_ref = Some(payment.merchant_ref.clone());
+    match payments::apply_provider_event(state, &event, "bank_notification", Some(&record)).await {
         Ok(applied) => BankOutcome::Applied(applied),
-        Err(e) => BankOutcome::Unavailable(e),
+        Err(e) => {
+            keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+            BankOutcome::Unavailable(e)
+        }
     }
 }
 
@@ -140,9 +191,8 @@ pub struct Arrival<'a> {
     pub source_addr: String,
 }
 
-/// Stores the callback in the inbox before anything is done with it; returns its inbox id.
-/// `Err` means it could not be stored, and then it must not be acted on.
-pub async fn receive(state: &AppState, a: &Arrival<'_>) -> Result<String, StoreError> {
+/// The inbox record of a callback as it arrived (masked), before any outcome.
+pub fn arrival_record(a: &Arrival<'_>) -> InboxRecord {
     use sha2::{Digest, Sha256};
     let body = a.body.unwrap_or_default();
     let shown = &body[..body.len().min(MAX_CALLBACK_BODY)];
@@ -159,7 +209,7 @@ pub async fn receive(state: &AppState, a: &Arrival<'_>) -> Result<String, StoreE
         .iter()
         .filter_map(|h| Some((h.to_string(), serde_json::Value::from(a.headers.get(*h)?.to_str().ok()?))))
         .collect();
-    let record = crate::store::inbox::InboxRecord {
+    InboxRecord {
         id: format!("cb_{}", uuid::Uuid::now_v7().simple()),
         provider: a.provider.to_string(),
         method: a.method.to_string(),
@@ -176,9 +226,7 @@ pub async fn receive(state: &AppState, a: &Arrival<'_>) -> Result<String, StoreE
         detail: None,
         merchant_ref: None,
         processed_at: None,
-    };
-    state.store.insert_inbox(&record).await?;
-    Ok(record.id)
+    }
 }
 
 /// Why a callback is refused before verification even starts (size, unreadable body).
@@ -189,34 +237,5 @@ pub fn precheck(a: &Arrival<'_>) -> Option<VerifyError> {
             Some(VerifyError::Body(format!("body of {} bytes is larger than {MAX_CALLBACK_BODY}", b.len())))
         }
         _ => None,
-    }
-}
-
-/// Records what was done with an inbox entry.
-pub async fn finish(state: &AppState, inbox_id: &str, handled: &Handled) {
-    let (verification, outcome, detail, merchant_ref) = match handled {
-        Handled::Rejected(e) => ("rejected", "rejected".to_string(), Some(e.to_string()), None),
-        Handled::Unavailable(e) => ("verified", "not_applied".to_string(), Some(e.to_string()), None),
-        Handled::Applied(event, applied) => {
-            let outcome = match applied {
-                None => "pending_reported".to_string(),
-                Some(Applied::Moved { status, .. }) => format!("applied:{}", status.as_str()),
-                Some(Applied::Duplicate(_)) => "duplicate".into(),
-                Some(Applied::Stale(_)) => "stale".into(),
-                Some(Applied::LateSuccess(_)) => "late_success".into(),
-                Some(Applied::NotFound) => "unknown_payment".into(),
-                Some(Applied::AmountMismatch { .. }) => "amount_mismatch".into(),
-            };
-            let detail = matches!(applied, Some(Applied::AmountMismatch { .. }))
-                .then(|| format!("reported amount {}", event.amount));
-            ("verified", outcome, detail, Some(event.merchant_ref.as_str()))
-        }
-    };
-    if let Err(e) = state
-        .store
-        .finish_inbox(inbox_id, verification, &outcome, detail.as_deref(), merchant_ref, crate::store::now())
-        .await
-    {
-        tracing::warn!(inbox_id, error = %e, "could not record the callback's outcome in the inbox");
     }
 }

@@ -24,24 +24,19 @@ async fn read_body(body: Body) -> Option<bytes::Bytes> {
     axum::body::to_bytes(body, READ_LIMIT).await.ok()
 }
 
-/// Inbox, precheck, verify and apply: the provider-neutral part of every callback route.
-async fn intake(state: &AppState, arrival: &Arrival<'_>, raw_query: &str) -> Option<Handled> {
-    let inbox_id = match callbacks::receive(state, arrival).await {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(provider = arrival.provider, error = %e, "callback not stored in the inbox; not acted on");
-            return None;
+/// Precheck, verify, apply and keep in the inbox: the provider-neutral part of every callback route.
+async fn intake(state: &AppState, arrival: &Arrival<'_>, raw_query: &str) -> Handled {
+    let record = callbacks::arrival_record(arrival);
+    match callbacks::precheck(arrival) {
+        Some(e) => {
+            callbacks::keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
+            Handled::Rejected(e)
         }
-    };
-    let handled = match callbacks::precheck(arrival) {
-        Some(e) => Handled::Rejected(e),
         None => {
             let body = arrival.body.unwrap_or_default();
-            callbacks::handle(state, arrival.provider, &RawCallback { query: raw_query, body }).await
+            callbacks::handle(state, arrival.provider, &RawCallback { query: raw_query, body }, record).await
         }
-    };
-    callbacks::finish(state, &inbox_id, &handled).await;
-    Some(handled)
+    }
 }
 
 /// VNPAY IPN (GET with a query string; POST form bodies are accepted too).
@@ -72,9 +67,9 @@ pub async fn vnpay(
         source_addr: peer.to_string(),
     };
     let reply = match intake(&state, &arrival, &params).await {
-        None | Some(Handled::Unavailable(_)) => IpnReply::unknown_error(),
-        Some(Handled::Rejected(e)) => IpnReply::for_verify_error(&e),
-        Some(Handled::Applied(_, applied)) => match applied {
+        Handled::Unavailable(_) => IpnReply::unknown_error(),
+        Handled::Rejected(e) => IpnReply::for_verify_error(&e),
+        Handled::Applied(_, applied) => match applied {
             None | Some(Applied::Moved { .. }) => IpnReply::confirm_success(),
             Some(Applied::NotFound) => IpnReply::order_not_found(),
             Some(Applied::AmountMismatch { .. }) => IpnReply::invalid_amount(),
@@ -106,14 +101,13 @@ pub async fn momo(
         source_addr: peer.to_string(),
     };
     match intake(&state, &arrival, "").await {
-        None => Problem::unavailable("The callback could not be recorded; retry.").into_response(),
-        Some(Handled::Rejected(e)) => rejected(e).into_response(),
-        Some(Handled::Unavailable(e)) => Problem::from(e).into_response(),
-        Some(Handled::Applied(_, Some(Applied::NotFound))) => {
+        Handled::Rejected(e) => rejected(e).into_response(),
+        Handled::Unavailable(e) => Problem::from(e).into_response(),
+        Handled::Applied(_, Some(Applied::NotFound)) => {
             Problem::not_found("No payment with this orderId.").into_response()
         }
-        Some(Handled::Applied(_, Some(Applied::AmountMismatch { .. }))) => amount_mismatch().into_response(),
-        Some(Handled::Applied(..)) => StatusCode::NO_CONTENT.into_response(),
+        Handled::Applied(_, Some(Applied::AmountMismatch { .. })) => amount_mismatch().into_response(),
+        Handled::Applied(..) => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
@@ -137,15 +131,15 @@ pub async fn zalopay(
         source_addr: peer.to_string(),
     };
     let reply = match intake(&state, &arrival, "").await {
-        None | Some(Handled::Unavailable(_)) => CallbackReply::retry("temporarily unavailable"),
-        Some(Handled::Rejected(e)) => CallbackReply::for_verify_error(&e),
-        Some(Handled::Applied(_, Some(Applied::NotFound))) => {
+        Handled::Unavailable(_) => CallbackReply::retry("temporarily unavailable"),
+        Handled::Rejected(e) => CallbackReply::for_verify_error(&e),
+        Handled::Applied(_, Some(Applied::NotFound)) => {
             CallbackReply { return_code: -1, return_message: "order not found".into() }
         }
-        Some(Handled::Applied(_, Some(Applied::AmountMismatch { .. }))) => {
+        Handled::Applied(_, Some(Applied::AmountMismatch { .. })) => {
             CallbackReply { return_code: -1, return_message: "amount mismatch".into() }
         }
-        Some(Handled::Applied(..)) => CallbackReply::success(),
+        Handled::Applied(..) => CallbackReply::success(),
     };
     Json(reply)
 }
@@ -174,27 +168,15 @@ pub async fn bank(
         body: body.as_deref(),
         source_addr: peer.to_string(),
     };
-    let inbox_id = match callbacks::receive(&state, &arrival).await {
-        Ok(id) => id,
-        Err(e) => return Problem::from(e).into_response(),
-    };
+    let record = callbacks::arrival_record(&arrival);
     let signature = headers.get("paygate-signature").and_then(|v| v.to_str().ok());
     let outcome = match callbacks::precheck(&arrival) {
-        Some(e) => BankOutcome::Rejected(e.to_string()),
-        None => callbacks::handle_bank(&state, &bank, signature, body.as_deref().unwrap_or_default()).await,
+        Some(e) => {
+            callbacks::keep(&state, record, "rejected", "rejected", Some(e.to_string())).await;
+            BankOutcome::Rejected(e.to_string())
+        }
+        None => callbacks::handle_bank(&state, &bank, signature, body.as_deref().unwrap_or_default(), record).await,
     };
-    let (verification, recorded, detail) = match &outcome {
-        BankOutcome::UnknownBank => ("rejected", "unknown_bank".to_string(), None),
-        BankOutcome::Rejected(why) => ("rejected", "rejected".to_string(), Some(why.clone())),
-        BankOutcome::Unavailable(e) => ("verified", "not_applied".to_string(), Some(e.to_string())),
-        BankOutcome::Unmatched { .. } => ("verified", "unmatched_credit".to_string(), None),
-        BankOutcome::Applied(a) => ("verified", format!("{a:?}").to_lowercase(), None),
-    };
-    if let Err(e) =
-        state.store.finish_inbox(&inbox_id, verification, &recorded, detail.as_deref(), None, crate::store::now()).await
-    {
-        tracing::warn!(error = %e, "could not record the notification's outcome");
-    }
     match outcome {
         BankOutcome::UnknownBank => Problem::not_found(format!("No partner bank {bank:?}.")).into_response(),
         BankOutcome::Rejected(why) => {

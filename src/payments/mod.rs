@@ -212,6 +212,7 @@ pub async fn create(
                 cause: "provider_error",
                 detail: serde_json::json!({"error": e.to_string()}),
                 at: now(),
+                inbox: None,
             };
             state.store.apply_payment_update(PaymentKey::Id(&payment.id), &update).await?;
             Err(Problem::new(
@@ -247,6 +248,7 @@ pub async fn apply_provider_event(
     state: &AppState,
     event: &ProviderEvent,
     cause: &str,
+    inbox: Option<&crate::store::inbox::InboxRecord>,
 ) -> Result<Option<Applied>, crate::store::StoreError> {
     let payment_event = match &event.outcome {
         Outcome::Succeeded => PaymentEvent::ProviderSucceeded,
@@ -268,6 +270,7 @@ pub async fn apply_provider_event(
             "paid_at": event.paid_at.map(|t: DateTime<Utc>| t.to_rfc3339()),
         }),
         at: now(),
+        inbox,
     };
     let applied = state.store.apply_payment_update(PaymentKey::MerchantRef(&event.merchant_ref), &update).await?;
     match &applied {
@@ -297,7 +300,7 @@ pub async fn refresh(state: &AppState, payment: &PaymentRecord) -> Result<Paymen
     if let Some(connector) = state.providers.get(&payment.provider) {
         match connector.query(&payment.merchant_ref, payment.created_at, payment.amount).await {
             Ok(Some(event)) => {
-                apply_provider_event(state, &event, "status_query").await?;
+                apply_provider_event(state, &event, "status_query", None).await?;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(payment = %payment.id, error = %e, "status query from the return page failed"),

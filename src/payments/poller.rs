@@ -57,7 +57,7 @@ async fn poll_one(
     let mut unreachable = false;
     match &answer {
         Ok(Some(event)) if !matches!(event.outcome, crate::providers::protocol::event::Outcome::Pending) => {
-            super::apply_provider_event(state, event, "status_query").await?;
+            super::apply_provider_event(state, event, "status_query", None).await?;
             report.settled += 1;
             return Ok(());
         }
@@ -77,6 +77,7 @@ async fn poll_one(
             cause: "expiry",
             detail: serde_json::json!({"expires_at": p.expires_at.to_rfc3339()}),
             at: now,
+            inbox: None,
         };
         state.store.apply_payment_update(PaymentKey::Id(&p.id), &update).await?;
         report.expired += 1;

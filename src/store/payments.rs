@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::inbox::insert_inbox_in_tx;
 use super::ledger::insert_posting;
 use super::outbox::insert_event;
 use super::{Store, StoreError, StoreResult, begin_write, now, on_pool};
@@ -79,6 +80,8 @@ pub struct PaymentUpdate<'a> {
     pub cause: &'a str,
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
+    /// The callback that reports this, stored in the same transaction with its outcome.
+    pub inbox: Option<&'a super::inbox::InboxRecord>,
 }
 
 /// What applying an update did.
@@ -102,6 +105,20 @@ pub enum Applied {
     AmountMismatch {
         expected: i64,
     },
+}
+
+impl Applied {
+    /// What was done, as recorded in the inbox.
+    pub fn label(&self) -> String {
+        match self {
+            Applied::Moved { status, .. } => format!("applied:{}", status.as_str()),
+            Applied::Duplicate(_) => "duplicate".into(),
+            Applied::Stale(_) => "stale".into(),
+            Applied::LateSuccess(_) => "late_success".into(),
+            Applied::NotFound => "unknown_payment".into(),
+            Applied::AmountMismatch { .. } => "amount_mismatch".into(),
+        }
+    }
 }
 
 pub(crate) const PAYMENT_COLUMNS: &str = "id, merchant_ref, notice_id, notice_code, provider, amount, status, provider_txn_id, \
@@ -253,12 +270,13 @@ impl Store {
         let select = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {column} = $1{}", self.lock_clause());
         let detail = u.detail.to_string();
         let outcome: Applied = begin_write!(self, pool, tx => {
+            let outcome = 'apply: {
             let payment: Option<PaymentRecord> = sqlx::query_as(&select).bind(value).fetch_optional(&mut *tx).await?;
-            let Some(p) = payment else { return Ok(Applied::NotFound) };
+            let Some(p) = payment else { break 'apply Applied::NotFound };
             if let Some(amount) = u.amount
                 && amount != p.amount
             {
-                return Ok(Applied::AmountMismatch { expected: p.amount });
+                break 'apply Applied::AmountMismatch { expected: p.amount };
             }
             let current = p.status();
             let next_seq: i64 =
@@ -266,7 +284,7 @@ impl Store {
                     .bind(&p.id)
                     .fetch_one(&mut *tx)
                     .await?;
-            let outcome = match decide(current, u.event) {
+            match decide(current, u.event) {
                 Decision::Duplicate => Applied::Duplicate(current),
                 Decision::Stale => Applied::Stale(current),
                 // Already held in suspense: a repeat of the late success.
@@ -368,7 +386,18 @@ impl Store {
                     }
                     Applied::Moved { status, paid_notice, refund_due }
                 }
+            }
             };
+            if let Some(inbox) = u.inbox {
+                let mut record = inbox.clone();
+                record.verification = Some("verified".into());
+                record.outcome = Some(outcome.label());
+                if let Applied::AmountMismatch { expected } = &outcome {
+                    record.detail = Some(format!("reported amount {:?}, payment amount {expected}", u.amount));
+                }
+                record.processed_at = Some(u.at);
+                insert_inbox_in_tx!(tx, &record);
+            }
             tx.commit().await?;
             outcome
         });
