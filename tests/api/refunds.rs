@@ -135,8 +135,10 @@ async fn an_overpayment_is_refunded_from_suspense() {
 #[tokio::test]
 async fn concurrent_refund_requests_and_confirmations_apply_once() {
     let a = TestApp::spawn().await;
-    let b = a.spawn_sibling(|_| {}).await;
-    let c = a.spawn_sibling(|_| {}).await;
+    // Like production, every instance talks to the same provider: a's (in-memory) sandbox.
+    let vnpay = a.url("/sandbox/vnpay");
+    let b = a.spawn_sibling(|c| c.providers.vnpay.base_url = vnpay.clone()).await;
+    let c = a.spawn_sibling(|c| c.providers.vnpay.base_url = vnpay.clone()).await;
     let (code, id) = paid(&a, "vnpay").await;
 
     // Fifty confirmations of one refund, over three processes: one settlement.
