@@ -128,3 +128,44 @@ async fn the_example_production_configuration_is_valid_once_its_secrets_are_give
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("providers.vietqr.bank"));
 }
+
+/// `paygate serve` starts even when the trace collector is down, and SIGTERM stops it cleanly.
+#[tokio::test]
+async fn serve_starts_with_the_collector_down_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::fresh().await;
+    let mut child = paygate(&db)
+        .env("PAYGATE_SERVER__BIND", "127.0.0.1:0")
+        .env("PAYGATE_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:9/v1/traces")
+        .env("PAYGATE_TELEMETRY__LOG_FORMAT", "json")
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("paygate listening") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the service starts");
+    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs when configured");
+    let address = log["fields"]["address"].as_str().unwrap().to_string();
+    let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

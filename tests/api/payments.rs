@@ -184,3 +184,32 @@ async fn unconfirmed_payments_expire_and_late_money_is_held_for_refund() {
     assert_eq!(app.notice(&code).await["status"], "unpaid");
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_502_and_a_failed_attempt_nothing_charged() {
+    // Nothing listens on port 9.
+    let app = TestApp::spawn_with(|c| c.providers.momo.base_url = "http://127.0.0.1:9".into()).await;
+    let code = app.issue_small_notice().await;
+    let r = app.start_payment(&code, "momo").await;
+    r.assert_problem(502, "provider-unavailable");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM payments WHERE status = 'failed'").await, 1);
+    assert_eq!(app.notice(&code).await["status"], "unpaid");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_payment_is_not_expired_blind_while_its_provider_cannot_be_asked() {
+    let app = TestApp::spawn_with(|c| c.providers.vnpay.base_url = "http://127.0.0.1:9".into()).await;
+    let code = app.issue_small_notice().await;
+    let r = app.start_payment(&code, "vnpay").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let expires_at: chrono::DateTime<chrono::Utc> = r.body["expires_at"].as_str().unwrap().parse().unwrap();
+    let report = poller::run_once(&app.state, expires_at + Duration::seconds(1)).await.unwrap();
+    assert_eq!((report.provider_errors, report.expired), (1, 0), "{report:?}");
+    assert_eq!(app.payment(&id).await["status"], "pending", "the money may have moved");
+    let report = poller::run_once(&app.state, expires_at + Duration::hours(25)).await.unwrap();
+    assert_eq!(report.expired, 1, "{report:?}");
+    assert_eq!(app.payment(&id).await["status"], "expired");
+    app.assert_ledger_invariants().await;
+}
