@@ -12,21 +12,8 @@ use axum::response::{Html, IntoResponse, Response};
 use super::faults::Target;
 use super::{AppState, Base, gmt7, now};
 
-/// HTML-escape `s` for text and double- or single-quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML-escaping is shared with paygate's own pages.
+pub use crate::http::pages::esc;
 
 /// `1500000` → `1.500.000 ₫` (Vietnamese grouping).
 pub fn vnd(amount: i64) -> String {

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, on_pool};
+use super::{Store, StoreResult, begin_write, on_pool};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct InboxRecord {
@@ -69,57 +69,10 @@ pub(crate) use insert_inbox_in_tx;
 
 impl Store {
     pub async fn insert_inbox(&self, r: &InboxRecord) -> StoreResult<()> {
-        on_pool!(self, pool => {
-            sqlx::query(&format!(
-                "INSERT INTO callback_inbox ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            ))
-            .bind(&r.id)
-            .bind(&r.provider)
-            .bind(&r.method)
-            .bind(&r.path)
-            .bind(&r.query)
-            .bind(&r.headers)
-            .bind(&r.body)
-            .bind(&r.body_sha256)
-            .bind(r.body_bytes)
-            .bind(&r.source_addr)
-            .bind(r.received_at)
-            .bind(&r.verification)
-            .bind(&r.outcome)
-            .bind(&r.detail)
-            .bind(&r.merchant_ref)
-            .bind(r.processed_at)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    pub async fn finish_inbox(
-        &self,
-        id: &str,
-        verification: &str,
-        outcome: &str,
-        detail: Option<&str>,
-        merchant_ref: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE callback_inbox SET verification = $2, outcome = $3, detail = $4, merchant_ref = $5, \
-                 processed_at = $6 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(verification)
-            .bind(outcome)
-            .bind(detail)
-            .bind(merchant_ref)
-            .bind(at)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })?;
+        begin_write!(self, pool, tx => {
+            insert_inbox_in_tx!(tx, r);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
