@@ -286,3 +286,49 @@ async fn paying_by_vietqr_through_the_sandbox_bank_app() {
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
+
+#[tokio::test]
+async fn a_delayed_callback_settles_the_payment_when_it_arrives() {
+    let app = TestApp::spawn().await;
+    let code = app.issue_small_notice().await;
+    let s = start(&app, &code, "vnpay").await;
+    let answer = decide(&app, "vnpay", &s, "approve", Some("delay:300")).await;
+    assert_eq!(answer.status, 303, "the payer is sent back at once");
+    let id = s.id.clone();
+    crate::helpers::eventually(std::time::Duration::from_secs(10), || {
+        let app = &app;
+        let id = id.clone();
+        async move { (status(app, &id).await == "succeeded").then_some(()) }
+    })
+    .await;
+    assert_eq!(app.notice(&code).await["status"], "paid");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn status_rounds_on_several_instances_never_query_a_payment_twice() {
+    let a = TestApp::spawn().await;
+    let sandbox = a.url("/sandbox/vnpay");
+    let b = a.spawn_sibling(|c| c.providers.vnpay.base_url = sandbox.clone()).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let code = a.issue_small_notice().await;
+        let s = start(&a, &code, "vnpay").await;
+        decide(&a, "vnpay", &s, "approve", Some("drop")).await;
+        ids.push(s.id);
+    }
+    let due = chrono::Utc::now() + Duration::seconds(a.state.config.providers.status_poll_after_secs as i64 + 1);
+    let (ra, rb) = tokio::join!(poller::run_once(&a.state, due), poller::run_once(&b.state, due));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.claimed + rb.claimed, 8, "each payment claimed by one instance: {ra:?} {rb:?}");
+    assert_eq!(ra.settled + rb.settled, 8);
+    for id in &ids {
+        assert_eq!(app_status_queries(&a, id).await, 1, "{id}");
+    }
+    a.assert_ledger_invariants().await;
+}
+
+async fn app_status_queries(app: &TestApp, id: &str) -> usize {
+    let p = app.payment(id).await;
+    p["history"].as_array().unwrap().iter().filter(|e| e["cause"] == "status_query").count()
+}
