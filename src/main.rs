@@ -167,7 +167,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Ledger(LedgerCommand::Verify) => {
             let store = Store::connect(&config.database).await?;
-            while store.seal_ledger(5_000).await? > 0 {}
+            while store.seal_ledger(paygate::webhooks::SEAL_BATCH).await? > 0 {}
             let report = store.verify_ledger().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {

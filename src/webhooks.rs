@@ -14,6 +14,9 @@ use chrono::{DateTime, Duration, Utc};
 use crate::app::AppState;
 use crate::providers::protocol::signature;
 
+/// Transfers chained per sealing transaction.
+pub const SEAL_BATCH: i64 = 500;
+
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -89,8 +92,17 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
     let poll_every = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
     let mut last_poll = std::time::Instant::now() - poll_every;
     loop {
-        if let Err(e) = state.store.seal_ledger(5_000).await {
-            tracing::warn!(error = %e, "ledger sealing round failed");
+        // Small batches, so that payments confirmed meanwhile wait at most one short batch for
+        // the writer (SQLite) and the chain catches up within the round.
+        loop {
+            match state.store.seal_ledger(SEAL_BATCH).await {
+                Ok(n) if n as i64 == SEAL_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ledger sealing round failed");
+                    break;
+                }
+            }
         }
         if last_poll.elapsed() >= poll_every {
             last_poll = std::time::Instant::now();

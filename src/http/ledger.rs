@@ -83,7 +83,7 @@ pub async fn entries(
     responses((status = 200, body = ChainReport)), security(("bearer" = [])))]
 pub async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ChainReport>> {
     caller.require(&READERS)?;
-    while state.store.seal_ledger(5_000).await? > 0 {}
+    while state.store.seal_ledger(crate::webhooks::SEAL_BATCH).await? > 0 {}
     let report = state.store.verify_ledger().await?;
     if !report.ok {
         tracing::error!(broken = ?report.first_broken, "ledger chain does not verify");

@@ -37,7 +37,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Sqlite(db) => {
+                let $pool = &db.pool;
+                $body
+            }
             $crate::store::Store::Postgres($pool) => $body,
         }
     };
@@ -49,7 +52,11 @@ pub(crate) use on_pool;
 macro_rules! begin_write {
     ($store:expr, $pool:ident, $tx:ident => $body:expr) => {
         match $store {
-            $crate::store::Store::Sqlite($pool) => {
+            $crate::store::Store::Sqlite(db) => {
+                // SQLite has one writer: queue for it here, in order, rather than in SQLite's
+                // busy handler, whose growing sleeps make long tails under load.
+                let _writer = db.writer.lock().await;
+                let $pool = &db.pool;
                 #[allow(unused_mut)]
                 let mut $tx = $pool.begin_with("BEGIN IMMEDIATE").await?;
                 $body
@@ -67,8 +74,16 @@ pub(crate) use begin_write;
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     Postgres(PgPool),
+}
+
+/// The SQLite pool and the in-process queue of its writers (write transactions of this process
+/// take it in turn; other processes on the same file still meet SQLite's busy timeout).
+#[derive(Clone, Debug)]
+pub struct SqliteDb {
+    pub pool: SqlitePool,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Errors from the store. `Unavailable` means the database could not be reached in time.
@@ -147,7 +162,7 @@ impl Store {
                 .acquire_timeout(acquire)
                 .connect_with(options)
                 .await?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store::Sqlite(SqliteDb { pool, writer: Default::default() }))
         } else {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|_| anyhow::anyhow!("database.url is not a valid PostgreSQL URL"))?
