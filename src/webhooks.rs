@@ -14,6 +14,9 @@ use chrono::{DateTime, Duration, Utc};
 use crate::app::AppState;
 use crate::providers::protocol::signature;
 
+/// Deliveries claimed per round.
+const DELIVERY_BATCH: i64 = 10;
+
 /// Transfers chained per sealing transaction.
 pub const SEAL_BATCH: i64 = 500;
 
@@ -37,8 +40,9 @@ pub async fn deliver_once(
     }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
     state.store.plan_deliveries(&names, now).await?;
-    let lease = now + Duration::seconds(state.config.providers.http_timeout_secs as i64 * 3);
-    let due = state.store.claim_deliveries(now, lease, 50).await?;
+    // The lease covers every send of the batch, one after another, each within the timeout.
+    let lease = now + Duration::seconds(state.config.providers.http_timeout_secs as i64 * (DELIVERY_BATCH + 1));
+    let due = state.store.claim_deliveries(now, lease, DELIVERY_BATCH).await?;
     let mut report = DeliveryReport { attempted: due.len(), ..DeliveryReport::default() };
     for d in due {
         let Some(endpoint) = endpoints.iter().find(|e| e.name == d.endpoint) else { continue };

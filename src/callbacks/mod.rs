@@ -124,40 +124,12 @@ pub async fn handle_bank(
         None => None,
     };
     let Some(payment) = payment else {
-        let raw = match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(mut json) => {
-                crate::privacy::mask_payload(&mut json);
-                json.to_string()
-            }
-            Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(body)),
-        };
-        return match state
-            .store
-            .insert_unmatched_credit(
-                bank,
-                &credit.transaction_id,
-                credit.amount,
-                &crate::privacy::mask_digit_runs(&credit.description),
-                &raw,
-            )
-            .await
-        {
-            Ok(newly_kept) => {
-                tracing::warn!(bank, transaction = %credit.transaction_id, amount = credit.amount,
-                    "bank credit matches no payment; kept as unmatched");
-                keep(state, record, "verified", "unmatched_credit", None).await;
-                BankOutcome::Unmatched { newly_kept }
-            }
-            Err(e) => {
-                keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
-                BankOutcome::Unavailable(e)
-            }
-        };
+        return keep_unmatched(state, bank, &credit, body, Some(record)).await;
     };
     let event = ProviderEvent {
         provider: "bank",
         merchant_ref: payment.merchant_ref.clone(),
-        provider_txn_id: Some(provider_txn_id),
+        provider_txn_id: Some(provider_txn_id.clone()),
         amount: credit.amount,
         outcome: crate::providers::protocol::event::Outcome::Succeeded,
         provider_code: "credited".into(),
@@ -166,9 +138,62 @@ pub async fn handle_bank(
     let mut record = record;
     record.merchant_ref = Some(payment.merchant_ref.clone());
     match payments::apply_provider_event(state, &event, "bank_notification", Some(&record)).await {
+        // A different transfer that raced another one onto the same payment is new money: kept.
+        Ok(Some(Applied::Duplicate(_) | Applied::Stale(_))) => {
+            match state.store.find_payment(crate::store::payments::PaymentKey::Id(&payment.id)).await {
+                // Its inbox row (outcome `duplicate`) is already stored with the transaction.
+                Ok(Some(p)) if p.provider_txn_id.as_deref() != Some(provider_txn_id.as_str()) => {
+                    keep_unmatched(state, bank, &credit, body, None).await
+                }
+                _ => BankOutcome::Applied(Some(Applied::Duplicate(payment.status()))),
+            }
+        }
         Ok(applied) => BankOutcome::Applied(applied),
         Err(e) => {
             keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+            BankOutcome::Unavailable(e)
+        }
+    }
+}
+
+/// Keeps a bank credit that pays no payment in `unmatched_credits` (masked), never dropping it.
+async fn keep_unmatched(
+    state: &AppState,
+    bank: &str,
+    credit: &crate::providers::bank::Credit,
+    body: &[u8],
+    record: Option<InboxRecord>,
+) -> BankOutcome {
+    let raw = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut json) => {
+            crate::privacy::mask_payload(&mut json);
+            json.to_string()
+        }
+        Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(body)),
+    };
+    match state
+        .store
+        .insert_unmatched_credit(
+            bank,
+            &credit.transaction_id,
+            credit.amount,
+            &crate::privacy::mask_digit_runs(&credit.description),
+            &raw,
+        )
+        .await
+    {
+        Ok(newly_kept) => {
+            tracing::warn!(bank, transaction = %credit.transaction_id, amount = credit.amount,
+                    "bank credit matches no payment; kept as unmatched");
+            if let Some(record) = record {
+                keep(state, record, "verified", "unmatched_credit", None).await;
+            }
+            BankOutcome::Unmatched { newly_kept }
+        }
+        Err(e) => {
+            if let Some(record) = record {
+                keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+            }
             BankOutcome::Unavailable(e)
         }
     }

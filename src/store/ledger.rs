@@ -19,8 +19,12 @@ macro_rules! insert_posting {
         let plan: &$crate::ledger::PostingPlan = $plan;
         let at: chrono::DateTime<chrono::Utc> = $at;
         let ledger_tx_id = format!("lt_{}", uuid::Uuid::now_v7().simple());
-        for t in &plan.transfers {
-            for account in [&t.debit, &t.credit] {
+        // Accounts in one order in every transaction (no deadlock when two create them at once).
+        let mut accounts: Vec<&String> = plan.transfers.iter().flat_map(|t| [&t.debit, &t.credit]).collect();
+        accounts.sort();
+        accounts.dedup();
+        {
+            for account in accounts {
                 sqlx::query(
                     "INSERT INTO ledger_accounts (name, kind, created_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO NOTHING",
@@ -166,9 +170,16 @@ impl Store {
     /// Chains up to `limit` committed, unsealed transfers; returns how many were sealed. Safe
     /// on every instance: only one sealer works at a time, the others return 0.
     pub async fn seal_ledger(&self, limit: i64) -> StoreResult<usize> {
+        // Only transfers after a low watermark are looked at, so a round does not scan the whole
+        // ledger. On SQLite transfers commit in id order, so the watermark is the last sealed id;
+        // on PostgreSQL a transaction with a lower id can commit later, so it trails by a margin.
+        let margin = match self {
+            Store::Sqlite(_) => 0,
+            Store::Postgres(_) => 100_000,
+        };
         let select_unsealed = format!(
             "{CHAIN_SELECT} LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.transfer_id IS NULL \
-             ORDER BY t.id LIMIT $1"
+             AND t.id > (SELECT COALESCE(MAX(transfer_id), 0) FROM ledger_seals) - {margin} ORDER BY t.id LIMIT $1"
         );
         let sealed = begin_write!(self, pool, tx => {
             if matches!(self, Store::Postgres(_)) {

@@ -14,6 +14,9 @@ use super::{Store, StoreResult, on_pool};
 macro_rules! insert_event {
     ($tx:ident, $dedupe_key:expr, $notice_code:expr, $event_type:expr, $payload:expr, $at:expr) => {{
         let notice_code: &str = $notice_code;
+        // Holds the notice's row for the rest of the transaction, so two events of one notice
+        // never read the same next sequence number.
+        sqlx::query("UPDATE notices SET code = code WHERE code = $1").bind(notice_code).execute(&mut *$tx).await?;
         let seq: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(MAX(notice_seq), 0) + 1 AS BIGINT) FROM outbox_events WHERE notice_code = $1",
         )

@@ -269,7 +269,12 @@ impl Store {
         };
         let select = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {column} = $1{}", self.lock_clause());
         let detail = u.detail.to_string();
+        let lock_notice =
+            format!("UPDATE notices SET code = code WHERE id = (SELECT notice_id FROM payments WHERE {column} = $1)");
         let outcome: Applied = begin_write!(self, pool, tx => {
+            // Lock order everywhere: notice, then payment (cancellation and refunds do the same),
+            // so concurrent changes to one notice queue instead of deadlocking on PostgreSQL.
+            sqlx::query(&lock_notice).bind(value).execute(&mut *tx).await?;
             let outcome = 'apply: {
             let payment: Option<PaymentRecord> = sqlx::query_as(&select).bind(value).fetch_optional(&mut *tx).await?;
             let Some(p) = payment else { break 'apply Applied::NotFound };

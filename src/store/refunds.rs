@@ -146,6 +146,14 @@ impl Store {
         let select_refund = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1{lock}");
         let select_payment = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1{lock}");
         let settled = begin_write!(self, pool, tx => {
+            // Lock order: notice, payment, refund (see apply_payment_update).
+            sqlx::query(
+                "UPDATE notices SET code = code WHERE id = (SELECT p.notice_id FROM payments p JOIN refunds r \
+                 ON r.payment_id = p.id WHERE r.id = $1)",
+            )
+            .bind(refund_id)
+            .execute(&mut *tx)
+            .await?;
             let refund: Option<RefundRecord> = sqlx::query_as(&select_refund).bind(refund_id).fetch_optional(&mut *tx).await?;
             let Some(r) = refund else { return Ok(Settled::NotFound) };
             if r.status != "pending" {

@@ -213,3 +213,18 @@ async fn a_payment_is_not_expired_blind_while_its_provider_cannot_be_asked() {
     assert_eq!(app.payment(&id).await["status"], "expired");
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn two_different_transfers_racing_for_one_payment_are_both_kept() {
+    let app = TestApp::spawn().await;
+    let code = app.issue_notice().await;
+    let id = app.start_payment(&code, "vietqr").await.body["id"].as_str().unwrap().to_string();
+    let (a, b) =
+        tokio::join!(app.bank_credit(75_000_000, &code, "FT-RACE-A"), app.bank_credit(75_000_000, &code, "FT-RACE-B"));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 202], "one pays the notice, the other is kept: {} / {}", a.text, b.text);
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    assert_eq!(app.count("unmatched_credits").await, 1, "no money dropped");
+    app.assert_ledger_invariants().await;
+}
