@@ -2,7 +2,9 @@
 //!
 //! Invariants: a refund never exceeds what remains of the payment (reserved under the payment's
 //! row lock); it is posted to the ledger only when the provider confirms it; a provider that
-//! refuses or cannot be reached leaves a `failed` refund and releases the reservation.
+//! refuses it leaves a `failed` refund and releases the reservation; a provider that cannot be
+//! reached or answers garbage leaves the refund `pending` and reserved — it may have been made,
+//! so it must not be sent twice.
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -65,6 +67,22 @@ pub async fn request(
         requested_by: by.name.clone(),
     };
     let answer = connector.refund(&call).await;
+    if let Err(e @ (ProviderError::Unreachable(_) | ProviderError::BadAnswer(_))) = &answer {
+        // The provider may have refunded: the refund stays pending and keeps its amount
+        // reserved, so no second refund can be sent for it, until someone confirms the outcome.
+        tracing::error!(refund = %refund.id, payment = %payment.id, error = %e,
+            "refund outcome unknown; left pending with its amount reserved");
+        return Err(Problem::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "refund-outcome-unknown",
+            "Refund outcome unknown",
+            format!(
+                "{} did not answer clearly ({e}). Refund {} stays pending with its amount reserved until its \
+                 outcome is confirmed with the provider; do not request it again.",
+                payment.provider, refund.id
+            ),
+        ));
+    }
     let outcome = match &answer {
         Ok(provider_ref) => Ok(provider_ref.as_deref()),
         Err(e) => Err(e.to_string()),

@@ -179,3 +179,20 @@ async fn concurrent_refund_requests_and_confirmations_apply_once() {
     assert_eq!(a.payment(&id).await["status"], "refunded");
     a.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn a_refund_whose_outcome_is_unknown_stays_reserved() {
+    let app = TestApp::spawn().await;
+    let (_, id) = paid(&app, "momo").await;
+    // Another instance whose MoMo endpoint does not answer.
+    let other = app.spawn_sibling(|c| c.providers.momo.base_url = "http://127.0.0.1:9".into()).await;
+    let treasurer = other.token(Role::Treasurer).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let r = other.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), None).await;
+    r.assert_problem(502, "refund-outcome-unknown");
+    assert_eq!(other.payment(&id).await["refunds"][0]["status"], "pending");
+    // It may have been made: nothing more can be refunded until it is resolved.
+    let r = app.post_json(&path, &json!({"reason": "again"}), Some(&treasurer), None).await;
+    assert_eq!(r.assert_problem(422, "validation-error")["code"], "exceeds_remaining");
+    app.assert_ledger_invariants().await;
+}
