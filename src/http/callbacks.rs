@@ -1,6 +1,7 @@
 //! Provider callback routes. Authenticated by the provider's own signature only; each answers
-//! in its provider's protocol. Every callback is stored in the inbox before it is acted on; one
-//! that cannot be stored is not acted on and gets the protocol's "retry" answer.
+//! in its provider's protocol. Every callback is kept in the inbox: in the same transaction as the
+//! change it causes, or on its own when it causes none; one whose effect cannot be written gets
+//! the protocol's "retry" answer.
 
 use std::net::SocketAddr;
 

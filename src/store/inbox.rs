@@ -1,4 +1,4 @@
-//! The callback inbox: every callback as received, before it is acted on, and what was done.
+//! The callback inbox: every callback as received, and what was done with it.
 //!
 //! Invariants: a callback's row commits in the same transaction as the change it causes (so no
 //! change exists without its callback), or on its own when it causes none or its processing
