@@ -17,6 +17,6 @@ ALTER DEFAULT PRIVILEGES FOR ROLE paygate_owner IN SCHEMA public
 -- Triggers already refuse UPDATE, DELETE and TRUNCATE on the ledger tables for everyone; in
 -- addition the application's role is never given those rights on them, and TRUNCATE is never
 -- granted on any table (the default privileges above do not include it).
-REVOKE UPDATE, DELETE, TRUNCATE ON ledger_accounts, ledger_transactions, ledger_transfers, ledger_seals
-    FROM paygate_app;
+REVOKE UPDATE, DELETE, TRUNCATE ON ledger_accounts, ledger_transactions, ledger_transfers, ledger_seals,
+    reconciliation_audit FROM paygate_app;
 REVOKE TRUNCATE ON ALL TABLES IN SCHEMA public FROM paygate_app;

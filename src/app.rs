@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::obligations::RuleBook;
 use crate::providers::Providers;
+use crate::reconciliation::service::Mappings;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -28,6 +29,8 @@ pub struct Inner {
     pub providers: Providers,
     /// `server.public_base_url`, or `http://<bound address>` when that is empty; no trailing `/`.
     pub public_base_url: String,
+    /// The settlement-file layouts, from `reconciliation.mappings_dir`.
+    pub mappings: Mappings,
 }
 
 #[derive(Clone)]
@@ -55,6 +58,7 @@ impl Application {
 
     /// Connects to the database, applies migrations if configured, and binds the listener.
     pub async fn build_with(config: Config, rules: Arc<RuleBook>) -> anyhow::Result<Application> {
+        let mappings = Mappings::load(&config.reconciliation).map_err(|e| anyhow::anyhow!(e))?;
         let store = Store::connect(&config.database).await?;
         if config.database.migrate_on_start {
             store.migrate().await?;
@@ -67,8 +71,15 @@ impl Application {
             url => url.to_string(),
         };
         let providers = Providers::from_config(&config.providers, &config.partner_banks(), &public_base_url)?;
-        let state =
-            AppState(Arc::new(Inner { config, store, metrics: Metrics::new(), rules, providers, public_base_url }));
+        let state = AppState(Arc::new(Inner {
+            config,
+            store,
+            metrics: Metrics::new(),
+            rules,
+            providers,
+            public_base_url,
+            mappings,
+        }));
         Ok(Application { listener, state })
     }
 

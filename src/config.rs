@@ -40,6 +40,7 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     pub webhooks: WebhooksConfig,
     pub ledger: LedgerConfig,
+    pub reconciliation: ReconciliationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +60,23 @@ pub struct WebhookEndpoint {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LedgerConfig {
     pub seal_interval_ms: u64,
+}
+
+/// Settlement files and their reconciliation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReconciliationConfig {
+    /// Folder of settlement-file mappings (`*.toml`), loaded and checked at start-up.
+    pub mappings_dir: PathBuf,
+    /// The mapping used for each provider's files (`vietqr` files come from the collecting bank).
+    pub formats: BTreeMap<String, String>,
+    /// Largest settlement file accepted, bytes.
+    pub max_file_bytes: u64,
+    /// Most data rows accepted in one file.
+    pub max_rows: u64,
+    /// A row matched by amount and notice code must be this close to the payment's creation.
+    pub match_window_hours: u64,
+    /// Time allowed for an upload and its run (instead of server.request_timeout_secs).
+    pub request_timeout_secs: u64,
 }
 
 /// The providers a payer can choose, and how to reach them.
@@ -335,6 +353,19 @@ impl Config {
                     "must be 16 characters or more",
                 ));
             }
+        }
+        let r = &self.reconciliation;
+        if r.max_file_bytes < 1024 {
+            return Err(ConfigError::new("reconciliation.max_file_bytes", "must be at least 1024"));
+        }
+        if r.max_rows == 0 {
+            return Err(ConfigError::new("reconciliation.max_rows", "must be at least 1"));
+        }
+        if r.match_window_hours == 0 || r.match_window_hours > 24 * 31 {
+            return Err(ConfigError::new("reconciliation.match_window_hours", "must be between 1 and 744 (a month)"));
+        }
+        if r.request_timeout_secs == 0 || r.request_timeout_secs >= self.idempotency.lock_timeout_secs.max(3600) {
+            return Err(ConfigError::new("reconciliation.request_timeout_secs", "must be between 1 and 3599"));
         }
         if self.ledger.seal_interval_ms == 0 {
             return Err(ConfigError::new("ledger.seal_interval_ms", "must be at least 1"));

@@ -17,6 +17,7 @@ pub mod obligations;
 pub mod payments;
 pub mod privacy;
 pub mod providers;
+pub mod reconciliation;
 pub mod refunds;
 pub mod sandbox;
 pub mod store;

@@ -58,6 +58,26 @@ enum Command {
     /// Work with the append-only ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Reconcile a provider's settlement file against the ledger (as POST /v1/reconciliation/runs).
+    ///
+    /// The same file again prints the run it made before; a different file for the same provider
+    /// and date supersedes it. Prints the run as JSON; unreadable rows are listed on stderr with
+    /// their line numbers. Exits 1 if the file is rejected as a whole (nothing is written).
+    ///
+    /// Example: paygate reconcile --provider vnpay --date 2026-11-26 vnpay_PGSANDBX_20261126.csv
+    Reconcile {
+        /// vnpay, momo, zalopay or vietqr (the collecting bank's file).
+        #[arg(long)]
+        provider: String,
+        /// The day the file covers, YYYY-MM-DD (GMT+7).
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// A mapping in reconciliation.mappings_dir (e.g. generic); default: the provider's format.
+        #[arg(long)]
+        format: Option<String>,
+        /// The settlement file.
+        file: std::path::PathBuf,
+    },
     /// Benchmark confirming payments from signed VNPAY callbacks (not a test; see README).
     ///
     /// Starts the service in this process on a fresh database (SQLite in a temporary folder, or a
@@ -180,12 +200,53 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Reconcile { provider, date, format, file } => {
+            return reconcile(&config, &provider, date, format.as_deref(), &file).await;
+        }
         Command::Token(cmd) => {
             let store = Store::connect(&config.database).await?;
             store.migrate().await?;
             return token(cmd, &store).await;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile(
+    config: &Config,
+    provider: &str,
+    date: chrono::NaiveDate,
+    format: Option<&str>,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use paygate::reconciliation::service::{Mappings, RunRequest, hash_file, reconcile_file};
+    use paygate::store::reconciliation::RunOutcome;
+    let mappings = Mappings::load(&config.reconciliation).map_err(|e| anyhow::anyhow!(e))?;
+    let (sha256, bytes) = hash_file(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let request = RunRequest { provider, settlement_date: date, format, actor: &actor };
+    let run = match reconcile_file(&store, &config.reconciliation, &mappings, &request, file, &sha256, bytes).await {
+        Ok(RunOutcome::Created(run)) => run,
+        Ok(RunOutcome::Existing(run)) => {
+            eprintln!("paygate: this file was reconciled before (run {}); nothing new was written", run.id);
+            run
+        }
+        Ok(RunOutcome::Rejected(reason)) => {
+            eprintln!("paygate: file rejected, nothing written: {reason}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            eprintln!("paygate: file rejected, nothing written: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for e in store.run_row_errors(&run.id, 1_000).await? {
+        eprintln!("line {}: {}", e.line_no, e.reason);
+    }
+    let counts = store.run_class_counts(&run.id).await?;
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"run": run, "discrepancies": counts}))?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,8 @@
 //! request is 422; a retry while the first is still running is 409. Because the claim is a
 //! primary-key insert, this holds across any number of processes sharing one database.
 //!
+//! `POST /v1/reconciliation/runs` is let through: the run is idempotent by the file's hash.
+//!
 //! Invariants: the handler runs at most once per (scope, key) while the key lives. Once a handler
 //! has run, its response is stored whatever it was — a 500 or 502 too, as its effects may have
 //! committed — and replayed to retries. Requests refused before any work (401, 403, 429) or for
@@ -33,7 +35,9 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 const KEPT_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
+    // Settlement-file uploads are not buffered here (a file may be hundreds of megabytes): a run
+    // is keyed by the file's SHA-256, so sending the same file again returns the same run.
+    if req.method() != Method::POST || req.uri().path() == super::reconciliation::RUNS_PATH {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER).cloned() else {

@@ -50,3 +50,17 @@ pub async fn problem_for_every_error(req: Request, next: Next) -> Response {
     }
     rewritten
 }
+
+/// Answers 503 `request-timeout` when a request takes longer than `server.request_timeout_secs`
+/// (`reconciliation.request_timeout_secs` for settlement-file uploads, which read whole files).
+pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let secs = if req.uri().path() == super::reconciliation::RUNS_PATH {
+        state.config.reconciliation.request_timeout_secs
+    } else {
+        state.config.server.request_timeout_secs
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Problem::for_status(axum::http::StatusCode::SERVICE_UNAVAILABLE).into_response(),
+    }
+}

@@ -15,7 +15,6 @@ use axum::response::IntoResponse;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -35,6 +34,7 @@ pub mod ops;
 pub mod pages;
 pub mod payments;
 pub mod problem;
+pub mod reconciliation;
 pub mod tokens;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -85,6 +85,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::inbox_entry))
         .routes(routes!(ledger::events))
         .routes(routes!(ledger::resend))
+        .routes(routes!(reconciliation::upload))
+        .routes(routes!(reconciliation::show_run))
+        .routes(routes!(reconciliation::resolve))
+        .routes(routes!(reconciliation::audit))
+        .routes(routes!(reconciliation::treasury_export))
 }
 
 /// The OpenAPI document of the service.
@@ -130,7 +135,6 @@ pub fn router(state: AppState) -> Router {
     let (routes, doc) = api().split_for_parts();
     let doc = std::sync::Arc::new(doc);
     let config = &state.config.server;
-    let timeout = Duration::from_secs(config.request_timeout_secs);
     let body_limit = config.body_limit_bytes;
 
     let routes = routes
@@ -150,7 +154,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(from_fn_with_state(state.clone(), middleware::record_metrics))
                 .layer(from_fn(middleware::problem_for_every_error))
                 .layer(CatchPanicLayer::new())
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+                .layer(from_fn_with_state(state.clone(), middleware::timeout))
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(from_fn_with_state(state.clone(), auth::resolve))
                 .layer(from_fn_with_state(state.clone(), idempotency::layer)),

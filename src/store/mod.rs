@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod notices;
 pub mod outbox;
 pub mod payments;
+pub mod reconciliation;
 pub mod refunds;
 pub mod tokens;
 

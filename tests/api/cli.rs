@@ -169,3 +169,36 @@ async fn serve_starts_with_the_collector_down_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn reconcile_reads_a_file_once_and_refuses_another_providers_file_whole() {
+    let db = TestDb::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let vnpay = dir.path().join("vnpay_PGSANDBX_20261126.csv");
+    std::fs::write(
+        &vnpay,
+        "TmnCode,TransactionNo,TxnRef,TransactionType,Amount,Fee,BankCode,PayDate,OriginalTransactionNo,Status\r\n",
+    )
+    .unwrap();
+    let reconcile = |file: &std::path::Path| {
+        paygate(&db).args(["reconcile", "--provider", "vnpay", "--date", "2026-11-26"]).arg(file).output().unwrap()
+    };
+    let out = reconcile(&vnpay);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = printed["run"]["id"].as_str().unwrap().to_string();
+    assert_eq!(printed["run"]["rows_total"], 0);
+    assert!(printed["run"]["created_by"].as_str().unwrap().starts_with("cli:"));
+    let again = reconcile(&vnpay);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("reconciled before"));
+    let printed: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(printed["run"]["id"], run_id.as_str());
+
+    let momo = dir.path().join("momo.csv");
+    std::fs::write(&momo, "partnerCode,transId,orderId,requestId,transType,amount,fee,payType,transTime,originalTransId,originalOrderId,status\r\n").unwrap();
+    let out = reconcile(&momo);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing written") && err.contains("TransactionNo"), "{err}");
+}

@@ -6,47 +6,7 @@ use chrono::Duration;
 use paygate::payments::poller;
 use serde_json::Value;
 
-use crate::helpers::{Reply, TestApp, read};
-
-/// A browser that does not follow redirects, so each hop can be checked.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-struct Started {
-    id: String,
-    merchant_ref: String,
-    redirect_url: String,
-}
-
-async fn start(app: &TestApp, code: &str, provider: &str) -> Started {
-    let r = app.start_payment(code, provider).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    Started {
-        id: r.body["id"].as_str().unwrap().into(),
-        merchant_ref: r.body["merchant_ref"].as_str().unwrap().into(),
-        redirect_url: r.body["redirect_url"].as_str().unwrap().into(),
-    }
-}
-
-/// Opens the provider's pay page, then approves or declines there (with an optional fault).
-/// Returns the provider's answer to the decision (a redirect back to paygate).
-async fn decide(app: &TestApp, provider: &str, s: &Started, action: &str, fault: Option<&str>) -> Reply {
-    let b = browser();
-    let page = read(b.get(&s.redirect_url).send().await.unwrap()).await;
-    assert_eq!(page.status, 200, "pay page: {}", page.text);
-    let (path, mut form) = match provider {
-        "vnpay" => ("/sandbox/vnpay/paymentv2/decide".to_string(), vec![("txn_ref", s.merchant_ref.clone())]),
-        "momo" => (format!("/sandbox/momo/pay/{}/decide", s.merchant_ref), vec![]),
-        "zalopay" => (format!("/sandbox/zalopay/pay/{}/decide", s.merchant_ref), vec![]),
-        other => panic!("{other}"),
-    };
-    form.push(("action", action.to_string()));
-    if let Some(f) = fault {
-        form.push(("fault", f.to_string()));
-    }
-    read(b.post(app.url(&path)).form(&form).send().await.unwrap()).await
-}
+use crate::helpers::{TestApp, browser, decide, read, start, urlencode};
 
 async fn status(app: &TestApp, id: &str) -> String {
     app.payment(id).await["status"].as_str().unwrap().to_string()
@@ -281,10 +241,6 @@ async fn paying_by_vietqr_through_the_sandbox_bank_app() {
     assert_eq!(p["status"], "succeeded", "{p}");
     assert_eq!(app.notice(&code).await["status"], "paid");
     app.assert_ledger_invariants().await;
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 #[tokio::test]

@@ -355,7 +355,8 @@ impl TestApp {
             .await;
         let into_clearing = self
             .scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE debit_account LIKE 'provider_clearing:%'",
+                "SELECT COALESCE(SUM(t.amount), 0) FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
+                 WHERE t.debit_account LIKE 'provider_clearing:%' AND x.kind IN ('payment_confirmed', 'suspense')",
             )
             .await;
         assert_eq!(into_clearing, confirmed, "every confirmed đồng is posted exactly once");
@@ -373,17 +374,64 @@ impl TestApp {
         let held = self.scalar("SELECT COALESCE(SUM(refund_due), 0) FROM payments").await;
         let suspense = self
             .scalar(
-                "SELECT COALESCE(SUM(CASE WHEN credit_account = 'suspense' THEN amount ELSE -amount END), 0) \
-                 FROM ledger_transfers WHERE credit_account = 'suspense' OR debit_account = 'suspense'",
+                "SELECT COALESCE(SUM(CASE WHEN t.credit_account = 'suspense' THEN t.amount ELSE -t.amount END), 0) \
+                 FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
+                 WHERE (t.credit_account = 'suspense' OR t.debit_account = 'suspense') AND x.kind IN ('suspense', 'refund')",
             )
             .await;
         assert_eq!(suspense, held, "money held for refund sits in suspense");
         let refunded = self.scalar("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE status = 'succeeded'").await;
         let out_of_clearing = self
             .scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE credit_account LIKE 'provider_clearing:%'",
+                "SELECT COALESCE(SUM(t.amount), 0) FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
+                 WHERE t.credit_account LIKE 'provider_clearing:%' AND x.kind = 'refund'",
             )
             .await;
         assert_eq!(out_of_clearing, refunded, "every confirmed refund is posted exactly once");
     }
+}
+
+/// A browser that does not follow redirects, so each hop can be checked.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+pub struct Started {
+    pub id: String,
+    pub merchant_ref: String,
+    pub redirect_url: String,
+}
+
+pub async fn start(app: &TestApp, code: &str, provider: &str) -> Started {
+    let r = app.start_payment(code, provider).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    Started {
+        id: r.body["id"].as_str().unwrap().into(),
+        merchant_ref: r.body["merchant_ref"].as_str().unwrap().into(),
+        redirect_url: r.body["redirect_url"].as_str().unwrap().into(),
+    }
+}
+
+/// Opens the provider's pay page, then approves or declines there (with an optional fault).
+/// Returns the provider's answer to the decision (a redirect back to paygate).
+pub async fn decide(app: &TestApp, provider: &str, s: &Started, action: &str, fault: Option<&str>) -> Reply {
+    let b = browser();
+    let page = read(b.get(&s.redirect_url).send().await.unwrap()).await;
+    assert_eq!(page.status, 200, "pay page: {}", page.text);
+    let (path, mut form) = match provider {
+        "vnpay" => ("/sandbox/vnpay/paymentv2/decide".to_string(), vec![("txn_ref", s.merchant_ref.clone())]),
+        "momo" => (format!("/sandbox/momo/pay/{}/decide", s.merchant_ref), vec![]),
+        "zalopay" => (format!("/sandbox/zalopay/pay/{}/decide", s.merchant_ref), vec![]),
+        other => panic!("{other}"),
+    };
+    form.push(("action", action.to_string()));
+    if let Some(f) = fault {
+        form.push(("fault", f.to_string()));
+    }
+    read(b.post(app.url(&path)).form(&form).send().await.unwrap()).await
+}
+
+/// Percent-encodes everything but ASCII letters and digits.
+pub fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }

@@ -12,4 +12,5 @@ mod ledger;
 mod notices;
 mod ops;
 mod payments;
+mod reconciliation;
 mod refunds;

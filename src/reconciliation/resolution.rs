@@ -1,0 +1,148 @@
+//! Resolving a discrepancy by a named action.
+//!
+//! Invariants: only an action allowed for the discrepancy's class is taken
+//! ([`super::matcher::allowed_actions`]); a note (why) is required; a confirmation goes through the
+//! payment's own state machine (so it posts once, whatever else confirmed it meanwhile); money
+//! moves only by new, compensating ledger entries; every resolution is in the audit log.
+
+use axum::http::StatusCode;
+
+use super::matcher::{DiscrepancyClass, ResolutionAction, allowed_actions};
+use super::postings::{ResolutionFacts, plan_resolution};
+use super::reader::RowKind;
+use crate::http::problem::Problem;
+use crate::payments::state::PaymentEvent;
+use crate::store::payments::{Applied, PaymentKey, PaymentUpdate};
+use crate::store::reconciliation::{DiscrepancyRecord, Resolved};
+use crate::store::{Store, now};
+
+/// A treasurer's resolution.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub action: ResolutionAction,
+    /// Why: kept in the audit log. 1 to 2,000 characters.
+    pub note: String,
+}
+
+/// The resolved discrepancy and the ledger transactions the resolution wrote (or found written).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ResolveResponse {
+    pub discrepancy: DiscrepancyRecord,
+    pub ledger_transactions: Vec<String>,
+}
+
+pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str) -> Result<ResolveResponse, Problem> {
+    let note = req.note.trim();
+    if note.is_empty() || note.chars().count() > 2_000 {
+        return Err(Problem::validation("note", "must be 1 to 2000 characters: say why"));
+    }
+    let d = store.find_discrepancy(id).await?.ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "discrepancy-not-found",
+            "Discrepancy not found",
+            format!("No discrepancy {id}."),
+        )
+    })?;
+    if d.status != "open" {
+        return Err(not_open(&d));
+    }
+    let class = DiscrepancyClass::parse(&d.class)
+        .ok_or_else(|| Problem::internal(&format!("unknown discrepancy class {}", d.class)))?;
+    let kind = if d.row_kind == "refund" { RowKind::Refund } else { RowKind::Payment };
+    let payment_id = (d.target_kind.as_deref() == Some("payment")).then(|| d.target_id.clone()).flatten();
+    let file_exceeds = matches!((d.file_amount, d.ledger_amount), (Some(f), Some(l)) if f > l);
+    let allowed = allowed_actions(class, kind, payment_id.is_some(), file_exceeds);
+    if !allowed.contains(&req.action) {
+        let names: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "action-not-allowed",
+            "Action not allowed for this discrepancy",
+            format!("A {} discrepancy can be resolved by: {}.", d.class, names.join(", ")),
+        ));
+    }
+    let run =
+        store.find_run(&d.run_id).await?.ok_or_else(|| Problem::internal(&format!("discrepancy {id} names no run")))?;
+    let payment = match &payment_id {
+        Some(pid) => store.find_payment(PaymentKey::Id(pid)).await?,
+        None => None,
+    };
+
+    if req.action == ResolutionAction::ConfirmPayment {
+        let p = payment.as_ref().ok_or_else(|| Problem::internal(&"the discrepancy's payment is gone"))?;
+        if d.file_amount != Some(p.amount) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "amount-differs",
+                "The provider's amount is not the payment's",
+                format!(
+                    "The file says {} đồng, the payment is for {} đồng: confirming would post the wrong amount. \
+                     Use move_to_suspense or mark_for_refund.",
+                    d.file_amount.unwrap_or_default(),
+                    p.amount
+                ),
+            ));
+        }
+        let update = PaymentUpdate {
+            event: PaymentEvent::ProviderSucceeded,
+            amount: d.file_amount,
+            provider_txn_id: d.provider_txn_id.as_deref(),
+            cause: "reconciliation",
+            detail: serde_json::json!({
+                "discrepancy_id": d.id, "run_id": d.run_id, "line": d.line_no, "by": actor, "note": note,
+            }),
+            at: now(),
+            inbox: None,
+        };
+        match store.apply_payment_update(PaymentKey::Id(&p.id), &update).await? {
+            Applied::Moved { .. } | Applied::Duplicate(_) | Applied::LateSuccess(_) => {}
+            other => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "payment-not-confirmable",
+                    "The payment cannot be confirmed",
+                    format!("The payment's state machine refused the confirmation ({}).", other.label()),
+                ));
+            }
+        }
+    }
+
+    let facts = ResolutionFacts {
+        discrepancy_id: &d.id,
+        provider: &run.provider,
+        class,
+        provider_txn_id: d.provider_txn_id.as_deref(),
+        occurrence: d.occurrence,
+        file_amount: d.file_amount,
+        file_fee: d.file_fee,
+        ledger_amount: d.ledger_amount,
+        payment_id: payment.as_ref().map(|p| p.id.as_str()),
+        notice_code: payment.as_ref().map(|p| p.notice_code.as_str()),
+    };
+    let plan = plan_resolution(&facts, req.action).map_err(|e| Problem::internal(&e))?;
+    match store.resolve_discrepancy(id, req.action.as_str(), note, actor, &plan).await? {
+        Resolved::Done { discrepancy, ledger_tx_ids } => {
+            Ok(ResolveResponse { discrepancy, ledger_transactions: ledger_tx_ids })
+        }
+        Resolved::NotOpen(d) => Err(not_open(&d)),
+        Resolved::NotFound => Err(Problem::not_found(format!("No discrepancy {id}."))),
+    }
+}
+
+fn not_open(d: &DiscrepancyRecord) -> Problem {
+    Problem::conflict(
+        "discrepancy-not-open",
+        "Discrepancy is not open",
+        format!(
+            "Discrepancy {} is {}{}; nothing was done.",
+            d.id,
+            d.status,
+            d.resolution
+                .as_ref()
+                .map(|r| format!(" ({r} by {})", d.resolved_by.as_deref().unwrap_or("?")))
+                .unwrap_or_default()
+        ),
+    )
+}

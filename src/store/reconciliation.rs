@@ -1,0 +1,1067 @@
+//! Reconciliation storage: runs, their matches and discrepancies, resolutions, the audit log and
+//! the treasury export.
+//!
+//! Invariants:
+//! - A run commits in one transaction — its matches, discrepancies, row errors, settlement
+//!   posting, the supersession of the run it replaces and its audit entry — or not at all, so a
+//!   run that failed half-way left nothing and can simply be run again.
+//! - A run is keyed by (provider, settlement date, file SHA-256): the same file is the same run.
+//!   At most one run per provider and date is `active` (a partial unique index).
+//! - Each file row is matched at most once (primary key on run and line) and each payment or
+//!   refund at most once among active runs (a partial unique index on the target).
+//! - Superseding a run reverses its settlement postings (and those of its resolutions) with
+//!   compensating ledger transactions; no ledger row is changed.
+//! - The audit log only grows (the database refuses UPDATE and DELETE).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::ledger::insert_posting;
+use super::{Store, StoreError, StoreResult, begin_write, now, on_pool};
+use crate::ledger::{PostingPlan, Transfer};
+use crate::reconciliation::matcher::{DiscrepancyClass, RowFacts, TargetFacts, Verdict, classify};
+use crate::reconciliation::postings::{ResolutionPlan, plan_reversal, plan_run_settlement};
+use crate::reconciliation::reader::{RowError, RowKind, SettlementRow};
+
+/// A reconciliation run as stored.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct RunRecord {
+    pub id: String,
+    pub provider: String,
+    /// `YYYY-MM-DD`, the provider's (GMT+7) day.
+    pub settlement_date: String,
+    pub file_sha256: String,
+    pub file_bytes: i64,
+    /// The file layout it was read with.
+    pub format: String,
+    /// `active` or `superseded`.
+    pub status: String,
+    pub supersedes: Option<String>,
+    pub superseded_by: Option<String>,
+    /// Data rows in the file (readable or not).
+    pub rows_total: i64,
+    /// Rows that could not be read (see `row_errors`).
+    pub rows_invalid: i64,
+    /// Rows matched to a gateway payment or refund.
+    pub rows_matched: i64,
+    /// Rows whose money the run settled.
+    pub rows_settled: i64,
+    /// Payments settled by the run, đồng.
+    pub settled_gross: i64,
+    /// Refunds settled by the run, đồng.
+    pub settled_refunds: i64,
+    /// Provider fees on the settled payments, đồng.
+    pub settled_fees: i64,
+    /// The run's settlement posting in the ledger.
+    pub settlement_tx: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const RUN_COLUMNS: &str = "id, provider, settlement_date, file_sha256, file_bytes, format, status, supersedes, \
+     superseded_by, rows_total, rows_invalid, rows_matched, rows_settled, settled_gross, settled_refunds, settled_fees, \
+     settlement_tx, created_by, created_at";
+
+/// A discrepancy with the evidence of both sides.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct DiscrepancyRecord {
+    pub id: String,
+    pub run_id: String,
+    pub class: String,
+    /// The file's line, when the discrepancy comes from a row.
+    pub line_no: Option<i64>,
+    /// `payment` or `refund`.
+    pub row_kind: String,
+    pub provider_txn_id: Option<String>,
+    /// 1 for the first listing of the provider transaction in the file.
+    pub occurrence: i64,
+    /// `payment` or `refund`, when a gateway record is attached.
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub file_amount: Option<i64>,
+    pub ledger_amount: Option<i64>,
+    pub file_fee: Option<i64>,
+    pub expected_fee: Option<i64>,
+    pub file_status: Option<String>,
+    pub ledger_status: Option<String>,
+    /// JSON: the file row (`file`) and the gateway record (`gateway`).
+    pub evidence: String,
+    /// `open`, `resolved`, or `superseded` (its run was replaced by a corrected file).
+    pub status: String,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const DISCREPANCY_COLUMNS: &str = "id, run_id, class, line_no, row_kind, provider_txn_id, occurrence, target_kind, \
+     target_id, file_amount, ledger_amount, file_fee, expected_fee, file_status, ledger_status, evidence, status, \
+     resolution, resolved_by, resolved_at, created_at";
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The token name (or `cli:<user>`) that acted.
+    pub actor: String,
+    /// `run_created`, `run_superseded`, `discrepancy_resolved:<action>`.
+    pub action: String,
+    pub run_id: Option<String>,
+    pub discrepancy_id: Option<String>,
+    /// Why (the resolution's note), or a summary.
+    pub note: Option<String>,
+    /// JSON array of the ledger transactions written.
+    pub ledger_tx_ids: String,
+}
+
+/// What a run needs to know besides its rows.
+pub struct RunSpec<'a> {
+    pub id: String,
+    pub provider: &'a str,
+    pub settlement_date: NaiveDate,
+    pub file_sha256: &'a str,
+    pub file_bytes: i64,
+    pub format: &'a str,
+    pub created_by: &'a str,
+    /// Rows matched by amount and notice code must be this close to the payment's creation.
+    pub match_window: chrono::Duration,
+    /// The provider's agreed fee for an amount, if known.
+    pub expected_fee: &'a (dyn Fn(i64) -> Option<i64> + Send + Sync),
+    /// The start and end (exclusive) of the settlement date in UTC.
+    pub day: (DateTime<Utc>, DateTime<Utc>),
+}
+
+/// A message from the file reader to the run.
+pub enum RunInput {
+    Rows(Vec<Result<SettlementRow, RowError>>),
+    /// The file as a whole is unusable: roll everything back.
+    Reject(String),
+}
+
+/// What a run request did.
+pub enum RunOutcome {
+    Created(RunRecord),
+    /// This very file was reconciled before.
+    Existing(RunRecord),
+    Rejected(String),
+}
+
+/// Count of discrepancies of a class in a status.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct ClassCount {
+    pub class: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// A row that could not be read, as stored.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct RowErrorRecord {
+    pub line_no: i64,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Filters of the discrepancy listing.
+#[derive(Debug, Clone, Default)]
+pub struct DiscrepancyFilter {
+    pub class: Option<String>,
+    pub status: Option<String>,
+    /// Discrepancies with an id greater than this.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// What resolving did.
+pub enum Resolved {
+    Done {
+        discrepancy: DiscrepancyRecord,
+        ledger_tx_ids: Vec<String>,
+    },
+    NotFound,
+    /// Already resolved or superseded: nothing done.
+    NotOpen(DiscrepancyRecord),
+}
+
+/// A line of the treasury export: money settled on a day under one budget code.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExportLine {
+    pub budget_code: String,
+    /// The obligation kinds booked under the code.
+    pub kinds: Vec<String>,
+    /// Payments settled that contributed to the code.
+    pub payments: i64,
+    /// Owed to the treasury under the code by those payments, đồng.
+    pub amount: i64,
+    /// Of it, refunded since (settled refunds), đồng.
+    pub refunded: i64,
+    pub net: i64,
+}
+
+/// The gateway payment a row may be.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Candidate {
+    id: String,
+    amount: i64,
+    status: String,
+    late_success: bool,
+    notice_code: String,
+    merchant_ref: String,
+    provider_txn_id: Option<String>,
+}
+
+impl Candidate {
+    /// The gateway holds this money (confirmed, or in suspense after a late success).
+    fn confirmed(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "refunded" | "partially_refunded") || self.late_success
+    }
+}
+
+/// A confirmed payment and when it was confirmed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Unlisted {
+    #[sqlx(flatten)]
+    candidate: Candidate,
+    confirmed_at: DateTime<Utc>,
+}
+
+/// A refund a row may be.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct RefundCandidate {
+    id: String,
+    amount: i64,
+    status: String,
+    provider_ref: Option<String>,
+    payment_id: String,
+}
+
+/// A 128-bit fingerprint of a string, for the run's in-memory sets (a million ids in 16 bytes each).
+fn fingerprint(parts: &[&str]) -> u128 {
+    let half = |seed: u8| {
+        let mut h = DefaultHasher::new();
+        seed.hash(&mut h);
+        parts.hash(&mut h);
+        h.finish() as u128
+    };
+    (half(1) << 64) | half(2)
+}
+
+/// A match to insert.
+struct MatchRow {
+    line_no: i64,
+    target_kind: &'static str,
+    target_id: String,
+    matched_by: &'static str,
+    amount: i64,
+    fee: i64,
+    settled: bool,
+}
+
+/// A discrepancy to insert.
+struct NewDiscrepancy {
+    class: DiscrepancyClass,
+    line_no: Option<i64>,
+    row_kind: RowKind,
+    provider_txn_id: Option<String>,
+    occurrence: i64,
+    target_kind: Option<&'static str>,
+    target_id: Option<String>,
+    file_amount: Option<i64>,
+    ledger_amount: Option<i64>,
+    file_fee: Option<i64>,
+    expected_fee: Option<i64>,
+    file_status: Option<String>,
+    ledger_status: Option<String>,
+    evidence: serde_json::Value,
+}
+
+fn row_evidence(row: &SettlementRow) -> serde_json::Value {
+    serde_json::json!({
+        "line": row.line, "kind": row.kind, "provider_txn_id": row.provider_txn_id,
+        "merchant_ref": row.merchant_ref, "original_txn_id": row.original_txn_id, "amount": row.amount,
+        "fee": row.fee, "paid_at": row.paid_at.to_rfc3339(), "status": row.status, "success": row.success,
+        "notice_code": row.notice_code, "raw": row.raw,
+    })
+}
+
+fn payment_evidence(p: &Candidate) -> serde_json::Value {
+    serde_json::json!({
+        "payment_id": p.id, "notice_code": p.notice_code, "status": p.status, "late_success": p.late_success,
+        "amount": p.amount, "merchant_ref": p.merchant_ref, "provider_txn_id": p.provider_txn_id,
+    })
+}
+
+fn refund_evidence(r: &RefundCandidate) -> serde_json::Value {
+    serde_json::json!({
+        "refund_id": r.id, "payment_id": r.payment_id, "status": r.status, "amount": r.amount,
+        "provider_ref": r.provider_ref,
+    })
+}
+
+/// Rows per multi-row INSERT (well under both backends' bind-parameter limits).
+const INSERT_CHUNK: usize = 500;
+
+/// Inserts matches in chunks inside `$tx`.
+macro_rules! insert_matches {
+    ($tx:ident, $run_id:expr, $rows:expr) => {{
+        let run_id: &str = $run_id;
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO reconciliation_matches (run_id, line_no, target_kind, target_id, matched_by, amount, fee, \
+                 settled, active) ",
+            );
+            qb.push_values(chunk, |mut b, m: &MatchRow| {
+                b.push_bind(run_id)
+                    .push_bind(m.line_no)
+                    .push_bind(m.target_kind)
+                    .push_bind(m.target_id.as_str())
+                    .push_bind(m.matched_by)
+                    .push_bind(m.amount)
+                    .push_bind(m.fee)
+                    .push_bind(m.settled)
+                    .push_bind(true);
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// Inserts discrepancies in chunks inside `$tx`.
+macro_rules! insert_discrepancies {
+    ($tx:ident, $run_id:expr, $rows:expr, $at:expr) => {{
+        let run_id: &str = $run_id;
+        let at: DateTime<Utc> = $at;
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO reconciliation_discrepancies (id, run_id, class, line_no, row_kind, provider_txn_id, \
+                 occurrence, target_kind, target_id, file_amount, ledger_amount, file_fee, expected_fee, file_status, \
+                 ledger_status, evidence, status, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, d: &NewDiscrepancy| {
+                b.push_bind(format!("rd_{}", uuid::Uuid::now_v7().simple()))
+                    .push_bind(run_id)
+                    .push_bind(d.class.as_str())
+                    .push_bind(d.line_no)
+                    .push_bind(match d.row_kind {
+                        RowKind::Payment => "payment",
+                        RowKind::Refund => "refund",
+                    })
+                    .push_bind(d.provider_txn_id.clone())
+                    .push_bind(d.occurrence)
+                    .push_bind(d.target_kind)
+                    .push_bind(d.target_id.clone())
+                    .push_bind(d.file_amount)
+                    .push_bind(d.ledger_amount)
+                    .push_bind(d.file_fee)
+                    .push_bind(d.expected_fee)
+                    .push_bind(d.file_status.clone())
+                    .push_bind(d.ledger_status.clone())
+                    .push_bind(d.evidence.to_string())
+                    .push_bind("open")
+                    .push_bind(at);
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// Appends an audit entry inside `$tx`.
+macro_rules! insert_audit {
+    ($tx:ident, $at:expr, $actor:expr, $action:expr, $run_id:expr, $discrepancy_id:expr, $note:expr, $ledger:expr) => {{
+        let ledger: &[String] = $ledger;
+        sqlx::query(
+            "INSERT INTO reconciliation_audit (at, actor, action, run_id, discrepancy_id, note, ledger_tx_ids) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind($at)
+        .bind($actor)
+        .bind($action)
+        .bind($run_id)
+        .bind($discrepancy_id)
+        .bind($note)
+        .bind(serde_json::to_string(ledger).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+/// The transfers of a ledger transaction, inside `$tx`.
+macro_rules! transfers_of {
+    ($tx:ident, $ledger_tx:expr) => {{
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT debit_account, credit_account, amount FROM ledger_transfers WHERE transaction_id = $1 ORDER BY id",
+        )
+        .bind($ledger_tx)
+        .fetch_all(&mut *$tx)
+        .await?;
+        rows.into_iter().map(|(debit, credit, amount)| Transfer { debit, credit, amount }).collect::<Vec<_>>()
+    }};
+}
+
+/// Per-run matching state kept in memory: fingerprints only, so a million rows stay small.
+#[derive(Default)]
+struct RunState {
+    /// Occurrences of each (kind, provider transaction id) so far.
+    seen: HashMap<u128, i64>,
+    /// Payments and refunds this run has matched.
+    matched: HashSet<u128>,
+    rows_total: i64,
+    rows_invalid: i64,
+    rows_matched: i64,
+    rows_settled: i64,
+    gross: i64,
+    refunds: i64,
+    fees: i64,
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Store {
+    pub async fn find_run_by_file(
+        &self,
+        provider: &str,
+        date: NaiveDate,
+        sha256: &str,
+    ) -> StoreResult<Option<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 AND file_sha256 = $3"
+        );
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(provider).bind(date.to_string()).bind(sha256).fetch_optional(pool).await
+        })?)
+    }
+
+    pub async fn find_run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?)
+    }
+
+    /// Reconciles a file, read by someone else and sent as batches on `input`, in one
+    /// transaction. Returns the existing run when this very file was reconciled before.
+    pub async fn run_reconciliation(
+        &self,
+        spec: &RunSpec<'_>,
+        mut input: tokio::sync::mpsc::Receiver<RunInput>,
+    ) -> StoreResult<RunOutcome> {
+        let date = spec.settlement_date.to_string();
+        let at = now();
+        let lock = self.lock_clause_pub();
+        let find_existing = format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 AND file_sha256 = $3"
+        );
+        let find_active = format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 \
+             AND status = 'active'{lock}"
+        );
+        let by_txn_head = "SELECT p.id, p.amount, p.status, p.late_success, p.notice_code, p.merchant_ref, \
+             p.provider_txn_id FROM payments p WHERE p.provider = $1 AND NOT EXISTS (SELECT 1 FROM \
+             reconciliation_matches m WHERE m.target_kind = 'payment' AND m.target_id = p.id AND m.active) AND ";
+        let outcome = begin_write!(self, pool, tx => {
+            let existing: Option<RunRecord> = sqlx::query_as(&find_existing)
+                .bind(spec.provider)
+                .bind(&date)
+                .bind(spec.file_sha256)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(run) = existing {
+                return Ok(RunOutcome::Existing(run));
+            }
+            let mut ledger_tx_ids: Vec<String> = Vec::new();
+            // Supersede the active run of this provider and date, if any.
+            let old: Option<RunRecord> =
+                sqlx::query_as(&find_active).bind(spec.provider).bind(&date).fetch_optional(&mut *tx).await?;
+            if let Some(old) = &old {
+                sqlx::query("UPDATE reconciliation_runs SET status = 'superseded' WHERE id = $1 AND status = 'active'")
+                    .bind(&old.id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE reconciliation_matches SET active = FALSE WHERE run_id = $1")
+                    .bind(&old.id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE reconciliation_discrepancies SET status = 'superseded' WHERE run_id = $1 AND status = 'open'",
+                )
+                .bind(&old.id)
+                .execute(&mut *tx)
+                .await?;
+                // Reverse what the old run and its resolutions settled.
+                let settled: Vec<(String,)> = sqlx::query_as(
+                    "SELECT x.id FROM ledger_transactions x WHERE x.posting_key = $1 OR x.posting_key IN \
+                     (SELECT 'resolve-settle:' || d.id FROM reconciliation_discrepancies d WHERE d.run_id = $2) \
+                     ORDER BY x.created_at, x.id",
+                )
+                .bind(format!("settlement:{}", old.id))
+                .bind(&old.id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (ledger_tx,) in settled {
+                    let transfers = transfers_of!(tx, &ledger_tx);
+                    let plan = plan_reversal(&ledger_tx, &transfers, &format!("run {} superseded by {}", old.id, spec.id))
+                        .map_err(|e| StoreError::Invariant(e.to_string()))?;
+                    let id = insert_posting!(tx, &plan, at);
+                    ledger_tx_ids.push(id);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO reconciliation_runs (id, provider, settlement_date, file_sha256, file_bytes, format, status, \
+                 supersedes, rows_total, rows_invalid, rows_matched, rows_settled, settled_gross, settled_refunds, \
+                 settled_fees, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, 0, 0, 0, 0, 0, 0, 0, $8, $9)",
+            )
+            .bind(&spec.id)
+            .bind(spec.provider)
+            .bind(&date)
+            .bind(spec.file_sha256)
+            .bind(spec.file_bytes)
+            .bind(spec.format)
+            .bind(old.as_ref().map(|o| o.id.clone()))
+            .bind(spec.created_by)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(old) = &old {
+                sqlx::query("UPDATE reconciliation_runs SET superseded_by = $2 WHERE id = $1")
+                    .bind(&old.id)
+                    .bind(&spec.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            let mut state = RunState::default();
+            let mut rejected: Option<String> = None;
+            while let Some(message) = input.recv().await {
+                let batch = match message {
+                    RunInput::Reject(reason) => {
+                        rejected = Some(reason);
+                        break;
+                    }
+                    RunInput::Rows(batch) => batch,
+                };
+                let mut rows: Vec<(SettlementRow, i64)> = Vec::with_capacity(batch.len());
+                let mut errors: Vec<RowError> = Vec::new();
+                for item in batch {
+                    state.rows_total += 1;
+                    match item {
+                        Ok(row) => {
+                            let kind = if row.kind == RowKind::Refund { "r" } else { "p" };
+                            let n = state.seen.entry(fingerprint(&[kind, &row.provider_txn_id])).or_insert(0);
+                            *n += 1;
+                            let occurrence = *n;
+                            rows.push((row, occurrence));
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                state.rows_invalid += errors.len() as i64;
+                for chunk in errors.chunks(INSERT_CHUNK) {
+                    let mut qb =
+                        sqlx::QueryBuilder::new("INSERT INTO settlement_row_errors (run_id, line_no, reason, raw) ");
+                    qb.push_values(chunk, |mut b, e| {
+                        b.push_bind(spec.id.as_str()).push_bind(e.line as i64).push_bind(e.reason.as_str()).push_bind(e.raw.as_str());
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+
+                // Payments this batch may be: by provider transaction id, then by merchant reference.
+                let firsts = || rows.iter().filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Payment);
+                let txn_ids: Vec<&str> = firsts().map(|(r, _)| r.provider_txn_id.as_str()).collect();
+                let mut by_txn: HashMap<String, Candidate> = HashMap::new();
+                for chunk in txn_ids.chunks(INSERT_CHUNK) {
+                    let sql = format!("{by_txn_head}p.provider_txn_id IN ({})", placeholders(2, chunk.len()));
+                    let mut q = sqlx::query_as::<_, Candidate>(&sql).bind(spec.provider);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    for c in q.fetch_all(&mut *tx).await? {
+                        if let Some(txn) = c.provider_txn_id.clone() {
+                            by_txn.entry(txn).or_insert(c);
+                        }
+                    }
+                }
+                let refs: Vec<&str> = firsts()
+                    .filter(|(r, _)| !by_txn.contains_key(&r.provider_txn_id) && !r.merchant_ref.is_empty())
+                    .map(|(r, _)| r.merchant_ref.as_str())
+                    .collect();
+                let mut by_ref: HashMap<String, Candidate> = HashMap::new();
+                for chunk in refs.chunks(INSERT_CHUNK) {
+                    let sql = format!("{by_txn_head}p.merchant_ref IN ({})", placeholders(2, chunk.len()));
+                    let mut q = sqlx::query_as::<_, Candidate>(&sql).bind(spec.provider);
+                    for r in chunk {
+                        q = q.bind(*r);
+                    }
+                    for c in q.fetch_all(&mut *tx).await? {
+                        by_ref.insert(c.merchant_ref.clone(), c);
+                    }
+                }
+                // Refunds this batch may be: by the provider's refund id.
+                let refund_ids: Vec<&str> = rows
+                    .iter()
+                    .filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Refund)
+                    .map(|(r, _)| r.provider_txn_id.as_str())
+                    .collect();
+                let mut refunds: HashMap<String, RefundCandidate> = HashMap::new();
+                for chunk in refund_ids.chunks(INSERT_CHUNK) {
+                    let sql = format!(
+                        "SELECT f.id, f.amount, f.status, f.provider_ref, f.payment_id FROM refunds f \
+                         JOIN payments p ON p.id = f.payment_id WHERE p.provider = $1 AND NOT EXISTS (SELECT 1 FROM \
+                         reconciliation_matches m WHERE m.target_kind = 'refund' AND m.target_id = f.id AND m.active) \
+                         AND f.provider_ref IN ({})",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut q = sqlx::query_as::<_, RefundCandidate>(&sql).bind(spec.provider);
+                    for r in chunk {
+                        q = q.bind(*r);
+                    }
+                    for f in q.fetch_all(&mut *tx).await? {
+                        if let Some(key) = f.provider_ref.clone() {
+                            refunds.entry(key).or_insert(f);
+                        }
+                    }
+                }
+
+                let mut matches: Vec<MatchRow> = Vec::new();
+                let mut discrepancies: Vec<NewDiscrepancy> = Vec::new();
+                for (row, occurrence) in &rows {
+                    let line_no = row.line as i64;
+                    let facts =
+                        RowFacts { kind: row.kind, success: row.success, amount: row.amount, fee: row.fee, occurrence: *occurrence };
+                    // Find the gateway record (each at most once per run).
+                    let mut payment: Option<(Candidate, &'static str)> = None;
+                    let mut refund: Option<RefundCandidate> = None;
+                    if *occurrence == 1 {
+                        match row.kind {
+                            RowKind::Payment => {
+                                let found = by_txn
+                                    .get(&row.provider_txn_id)
+                                    .map(|c| (c.clone(), "provider_txn_id"))
+                                    .or_else(|| by_ref.get(&row.merchant_ref).map(|c| (c.clone(), "merchant_ref")));
+                                payment = found.filter(|(c, _)| !state.matched.contains(&fingerprint(&["p", &c.id])));
+                                if payment.is_none()
+                                    && row.success
+                                    && let Some(code) = &row.notice_code
+                                {
+                                    let candidates: Vec<Candidate> = sqlx::query_as(&format!(
+                                        "{by_txn_head}p.notice_code = $2 AND p.amount = $3 AND p.created_at >= $4 \
+                                         AND p.created_at <= $5 ORDER BY p.created_at, p.id"
+                                    ))
+                                    .bind(spec.provider)
+                                    .bind(code)
+                                    .bind(row.amount)
+                                    .bind(row.paid_at - spec.match_window)
+                                    .bind(row.paid_at + spec.match_window)
+                                    .fetch_all(&mut *tx)
+                                    .await?;
+                                    payment = candidates
+                                        .into_iter()
+                                        .find(|c| !state.matched.contains(&fingerprint(&["p", &c.id])))
+                                        .map(|c| (c, "amount_window"));
+                                }
+                            }
+                            RowKind::Refund => {
+                                refund = refunds
+                                    .get(&row.provider_txn_id)
+                                    .filter(|f| !state.matched.contains(&fingerprint(&["r", &f.id])))
+                                    .cloned();
+                            }
+                        }
+                    }
+                    let target = payment
+                        .as_ref()
+                        .map(|(c, _)| TargetFacts { confirmed: c.confirmed(), amount: c.amount })
+                        .or_else(|| refund.as_ref().map(|f| TargetFacts { confirmed: f.status == "succeeded", amount: f.amount }));
+                    let expected_fee = (spec.expected_fee)(row.amount);
+                    let Verdict { settle, discrepancy } = classify(&facts, target.as_ref(), expected_fee);
+                    if let Some((c, how)) = &payment {
+                        state.matched.insert(fingerprint(&["p", &c.id]));
+                        matches.push(MatchRow {
+                            line_no,
+                            target_kind: "payment",
+                            target_id: c.id.clone(),
+                            matched_by: how,
+                            amount: row.amount,
+                            fee: row.fee,
+                            settled: settle,
+                        });
+                    }
+                    if let Some(f) = &refund {
+                        state.matched.insert(fingerprint(&["r", &f.id]));
+                        matches.push(MatchRow {
+                            line_no,
+                            target_kind: "refund",
+                            target_id: f.id.clone(),
+                            matched_by: "provider_txn_id",
+                            amount: row.amount,
+                            fee: row.fee,
+                            settled: settle,
+                        });
+                    }
+                    if payment.is_some() || refund.is_some() {
+                        state.rows_matched += 1;
+                    }
+                    if settle {
+                        state.rows_settled += 1;
+                        match row.kind {
+                            RowKind::Payment => {
+                                state.gross += row.amount;
+                                state.fees += row.fee;
+                            }
+                            RowKind::Refund => state.refunds += row.amount,
+                        }
+                    }
+                    if let Some(class) = discrepancy {
+                        let (gateway, target_kind, target_id, ledger_status) = match (&payment, &refund) {
+                            (Some((c, _)), _) => {
+                                let status = if c.late_success { format!("{} (late success)", c.status) } else { c.status.clone() };
+                                (payment_evidence(c), Some("payment"), Some(c.id.clone()), Some(status))
+                            }
+                            (None, Some(f)) => (refund_evidence(f), Some("refund"), Some(f.id.clone()), Some(f.status.clone())),
+                            (None, None) => (serde_json::Value::Null, None, None, None),
+                        };
+                        discrepancies.push(NewDiscrepancy {
+                            class,
+                            line_no: Some(line_no),
+                            row_kind: row.kind,
+                            provider_txn_id: Some(row.provider_txn_id.clone()),
+                            occurrence: *occurrence,
+                            target_kind,
+                            target_id,
+                            file_amount: Some(row.amount),
+                            ledger_amount: target.as_ref().map(|t| t.amount),
+                            file_fee: Some(row.fee),
+                            expected_fee,
+                            file_status: Some(row.status.clone()),
+                            ledger_status,
+                            evidence: serde_json::json!({"file": row_evidence(row), "gateway": gateway}),
+                        });
+                    }
+                }
+                insert_matches!(tx, &spec.id, matches);
+                insert_discrepancies!(tx, &spec.id, discrepancies, at);
+            }
+            if let Some(reason) = rejected {
+                tx.rollback().await?;
+                return Ok(RunOutcome::Rejected(reason));
+            }
+
+            // What the gateway confirmed that day and the file does not list.
+            let unlisted: Vec<Unlisted> = sqlx::query_as(
+                "SELECT p.id, p.amount, p.status, p.late_success, p.notice_code, p.merchant_ref, p.provider_txn_id, \
+                 x.created_at AS confirmed_at FROM ledger_transactions x JOIN payments p ON p.id = x.payment_id \
+                 WHERE x.kind IN ('payment_confirmed', 'suspense') AND x.created_at >= $2 AND x.created_at < $3 \
+                 AND p.provider = $1 AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
+                 WHERE m.target_kind = 'payment' AND m.target_id = p.id AND m.active) ORDER BY x.created_at, p.id",
+            )
+            .bind(spec.provider)
+            .bind(spec.day.0)
+            .bind(spec.day.1)
+            .fetch_all(&mut *tx)
+            .await?;
+            let unlisted_refunds: Vec<RefundCandidate> = sqlx::query_as(
+                "SELECT f.id, f.amount, f.status, f.provider_ref, f.payment_id FROM refunds f JOIN payments p \
+                 ON p.id = f.payment_id WHERE p.provider = $1 AND f.status = 'succeeded' AND f.updated_at >= $2 \
+                 AND f.updated_at < $3 AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
+                 WHERE m.target_kind = 'refund' AND m.target_id = f.id AND m.active) ORDER BY f.updated_at, f.id",
+            )
+            .bind(spec.provider)
+            .bind(spec.day.0)
+            .bind(spec.day.1)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut missing: Vec<NewDiscrepancy> = Vec::new();
+            let mut seen_payments = HashSet::new();
+            for Unlisted { candidate: c, confirmed_at } in unlisted {
+                if !seen_payments.insert(c.id.clone()) {
+                    continue;
+                }
+                let mut gateway = payment_evidence(&c);
+                gateway["confirmed_at"] = serde_json::json!(confirmed_at.to_rfc3339());
+                missing.push(NewDiscrepancy {
+                    class: DiscrepancyClass::MissingInFile,
+                    line_no: None,
+                    row_kind: RowKind::Payment,
+                    provider_txn_id: c.provider_txn_id.clone(),
+                    occurrence: 1,
+                    target_kind: Some("payment"),
+                    target_id: Some(c.id.clone()),
+                    file_amount: None,
+                    ledger_amount: Some(c.amount),
+                    file_fee: None,
+                    expected_fee: None,
+                    file_status: None,
+                    ledger_status: Some(c.status.clone()),
+                    evidence: serde_json::json!({"file": null, "gateway": gateway}),
+                });
+            }
+            for f in unlisted_refunds {
+                missing.push(NewDiscrepancy {
+                    class: DiscrepancyClass::MissingInFile,
+                    line_no: None,
+                    row_kind: RowKind::Refund,
+                    provider_txn_id: f.provider_ref.clone(),
+                    occurrence: 1,
+                    target_kind: Some("refund"),
+                    target_id: Some(f.id.clone()),
+                    file_amount: None,
+                    ledger_amount: Some(f.amount),
+                    file_fee: None,
+                    expected_fee: None,
+                    file_status: None,
+                    ledger_status: Some(f.status.clone()),
+                    evidence: serde_json::json!({"file": null, "gateway": refund_evidence(&f)}),
+                });
+            }
+            insert_discrepancies!(tx, &spec.id, missing, at);
+
+            // The run's settlement: clearing → treasury bank and fees.
+            let plan = plan_run_settlement(&spec.id, spec.provider, &date, state.gross, state.refunds, state.fees)
+                .map_err(|e| StoreError::Invariant(e.to_string()))?;
+            let settlement_tx = match plan {
+                Some(plan) => {
+                    let id = insert_posting!(tx, &plan, at);
+                    ledger_tx_ids.push(id.clone());
+                    Some(id)
+                }
+                None => None,
+            };
+            sqlx::query(
+                "UPDATE reconciliation_runs SET rows_total = $2, rows_invalid = $3, rows_matched = $4, rows_settled = $5, \
+                 settled_gross = $6, settled_refunds = $7, settled_fees = $8, settlement_tx = $9 WHERE id = $1",
+            )
+            .bind(&spec.id)
+            .bind(state.rows_total)
+            .bind(state.rows_invalid)
+            .bind(state.rows_matched)
+            .bind(state.rows_settled)
+            .bind(state.gross)
+            .bind(state.refunds)
+            .bind(state.fees)
+            .bind(&settlement_tx)
+            .execute(&mut *tx)
+            .await?;
+            let note = format!(
+                "{} rows ({} unreadable), {} matched, {} settled: payments {} đ, refunds {} đ, fees {} đ{}",
+                state.rows_total,
+                state.rows_invalid,
+                state.rows_matched,
+                state.rows_settled,
+                state.gross,
+                state.refunds,
+                state.fees,
+                old.as_ref().map(|o| format!("; supersedes run {}", o.id)).unwrap_or_default()
+            );
+            let action = if old.is_some() { "run_superseding" } else { "run_created" };
+            insert_audit!(tx, at, spec.created_by, action, Some(spec.id.as_str()), None::<&str>, Some(note), &ledger_tx_ids);
+            let run: RunRecord = sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1"))
+                .bind(&spec.id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            RunOutcome::Created(run)
+        });
+        Ok(outcome)
+    }
+
+    pub async fn run_class_counts(&self, run_id: &str) -> StoreResult<Vec<ClassCount>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT class, status, CAST(COUNT(*) AS BIGINT) AS count FROM reconciliation_discrepancies \
+                 WHERE run_id = $1 GROUP BY class, status ORDER BY class, status",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    pub async fn run_row_errors(&self, run_id: &str, limit: i64) -> StoreResult<Vec<RowErrorRecord>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT line_no, reason, raw FROM settlement_row_errors WHERE run_id = $1 ORDER BY line_no LIMIT $2",
+            )
+            .bind(run_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    pub async fn run_discrepancies(&self, run_id: &str, f: &DiscrepancyFilter) -> StoreResult<Vec<DiscrepancyRecord>> {
+        let sql = format!(
+            "SELECT {DISCREPANCY_COLUMNS} FROM reconciliation_discrepancies WHERE run_id = $1 \
+             AND ($2 IS NULL OR class = $2) AND ($3 IS NULL OR status = $3) AND id > $4 ORDER BY id LIMIT $5"
+        );
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(run_id)
+                .bind(f.class.as_deref())
+                .bind(f.status.as_deref())
+                .bind(f.after.as_deref().unwrap_or(""))
+                .bind(f.limit)
+                .fetch_all(pool)
+                .await
+        })?)
+    }
+
+    pub async fn find_discrepancy(&self, id: &str) -> StoreResult<Option<DiscrepancyRecord>> {
+        let sql = format!("SELECT {DISCREPANCY_COLUMNS} FROM reconciliation_discrepancies WHERE id = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?)
+    }
+
+    /// Resolves an open discrepancy: posts `plan` (a `hold` already posted for the same provider
+    /// transaction is not posted again), marks the row's match settled when the plan settles it,
+    /// and appends to the audit log — all in one transaction.
+    pub async fn resolve_discrepancy(
+        &self,
+        id: &str,
+        action: &str,
+        note: &str,
+        actor: &str,
+        plan: &ResolutionPlan,
+    ) -> StoreResult<Resolved> {
+        let at = now();
+        let select = format!("SELECT {DISCREPANCY_COLUMNS} FROM reconciliation_discrepancies WHERE id = $1");
+        let outcome = begin_write!(self, pool, tx => {
+            // Hold the discrepancy's run so that a superseding run and a resolution queue.
+            sqlx::query("UPDATE reconciliation_runs SET status = status WHERE id = (SELECT run_id FROM reconciliation_discrepancies WHERE id = $1)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let found: Option<DiscrepancyRecord> = sqlx::query_as(&format!("{select}{}", self.lock_clause_pub()))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(d) = found else { return Ok(Resolved::NotFound) };
+            if d.status != "open" {
+                return Ok(Resolved::NotOpen(d));
+            }
+            let mut ledger_tx_ids = Vec::new();
+            let plans: [Option<&PostingPlan>; 2] = [plan.hold.as_ref(), plan.settle.as_ref()];
+            for p in plans.into_iter().flatten() {
+                let existing: Option<String> = sqlx::query_scalar("SELECT id FROM ledger_transactions WHERE posting_key = $1")
+                    .bind(&p.posting_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match existing {
+                    Some(existing) => ledger_tx_ids.push(existing),
+                    None => {
+                        let new_id = insert_posting!(tx, p, at);
+                        ledger_tx_ids.push(new_id);
+                    }
+                }
+            }
+            if plan.settle.is_some() && let Some(line) = d.line_no {
+                sqlx::query("UPDATE reconciliation_matches SET settled = TRUE WHERE run_id = $1 AND line_no = $2")
+                    .bind(&d.run_id)
+                    .bind(line)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE reconciliation_discrepancies SET status = 'resolved', resolution = $2, resolved_by = $3, \
+                 resolved_at = $4 WHERE id = $1 AND status = 'open'",
+            )
+            .bind(id)
+            .bind(action)
+            .bind(actor)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(tx, at, actor, format!("discrepancy_resolved:{action}"), Some(d.run_id.as_str()), Some(id),
+                Some(note), &ledger_tx_ids);
+            let d: DiscrepancyRecord = sqlx::query_as(&select).bind(id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Resolved::Done { discrepancy: d, ledger_tx_ids }
+        });
+        Ok(outcome)
+    }
+
+    /// The audit log, oldest first, after `after`, optionally for one run.
+    pub async fn reconciliation_audit(
+        &self,
+        run_id: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, at, actor, action, run_id, discrepancy_id, note, ledger_tx_ids FROM reconciliation_audit \
+                 WHERE ($1 IS NULL OR run_id = $1) AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(run_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Active runs of a settlement date.
+    pub async fn runs_on(&self, date: NaiveDate) -> StoreResult<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE settlement_date = $1 AND status = 'active' ORDER BY provider"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(date.to_string()).fetch_all(pool).await)?)
+    }
+
+    /// Money settled on `date` (active runs and their resolutions) per treasury budget code, from
+    /// the ledger postings of the settled payments and refunds.
+    pub async fn treasury_export(&self, date: NaiveDate) -> StoreResult<Vec<ExportLine>> {
+        let date = date.to_string();
+        let paid: Vec<(String, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT t.credit_account, CAST(COUNT(DISTINCT x.payment_id) AS BIGINT), CAST(SUM(t.amount) AS BIGINT) \
+                 FROM reconciliation_matches m JOIN reconciliation_runs r ON r.id = m.run_id \
+                 JOIN ledger_transactions x ON x.posting_key = 'confirm:' || m.target_id \
+                 JOIN ledger_transfers t ON t.transaction_id = x.id \
+                 WHERE r.settlement_date = $1 AND r.status = 'active' AND m.active AND m.settled \
+                 AND m.target_kind = 'payment' AND t.credit_account LIKE 'treasury_payable:%' \
+                 GROUP BY t.credit_account ORDER BY t.credit_account",
+            )
+            .bind(&date)
+            .fetch_all(pool)
+            .await
+        })?;
+        let refunded: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT t.debit_account, CAST(SUM(t.amount) AS BIGINT) \
+                 FROM reconciliation_matches m JOIN reconciliation_runs r ON r.id = m.run_id \
+                 JOIN ledger_transactions x ON x.posting_key = 'refund:' || m.target_id \
+                 JOIN ledger_transfers t ON t.transaction_id = x.id \
+                 WHERE r.settlement_date = $1 AND r.status = 'active' AND m.active AND m.settled \
+                 AND m.target_kind = 'refund' AND t.debit_account LIKE 'treasury_payable:%' \
+                 GROUP BY t.debit_account",
+            )
+            .bind(&date)
+            .fetch_all(pool)
+            .await
+        })?;
+        let kinds: Vec<(String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT DISTINCT budget_code, kind FROM notice_lines UNION \
+                 SELECT DISTINCT interest_budget_code, 'late_payment_interest' FROM payments \
+                 WHERE interest_budget_code IS NOT NULL AND interest_part > 0",
+            )
+            .fetch_all(pool)
+            .await
+        })?;
+        let mut lines: Vec<ExportLine> = paid
+            .into_iter()
+            .map(|(account, payments, amount)| {
+                let code = account.trim_start_matches("treasury_payable:").to_string();
+                let mut kinds: Vec<String> = kinds.iter().filter(|(c, _)| *c == code).map(|(_, k)| k.clone()).collect();
+                kinds.sort();
+                kinds.dedup();
+                let refunded = refunded.iter().filter(|(a, _)| *a == account).map(|(_, r)| *r).sum();
+                ExportLine { budget_code: code, kinds, payments, amount, refunded, net: amount - refunded }
+            })
+            .collect();
+        lines.sort_by(|a, b| a.budget_code.cmp(&b.budget_code));
+        Ok(lines)
+    }
+}
