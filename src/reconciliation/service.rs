@@ -5,7 +5,8 @@
 //! Invariants: the file is never held in memory whole (batches of [`BATCH_ROWS`] rows, at most
 //! [`BATCH_QUEUE`] batches in flight); a file-level problem (unreadable header, another
 //! provider's format, no row of the settlement date, too many rows) rejects the whole file and
-//! writes nothing; a bad row is reported with its line number and the rest is reconciled.
+//! writes nothing; a bad row is reported with its line number and the rest is reconciled; a reader
+//! that stops before the end of the file (it failed) makes the store roll the whole run back.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
@@ -57,7 +58,7 @@ pub struct RunRequest<'a> {
 /// Why a file was not reconciled. Nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("no settlement format is configured for provider {0:?}")]
+    #[error("{0:?} is not a provider (vnpay, momo, zalopay, vietqr) or has no settlement format configured")]
     UnknownProvider(String),
     #[error("no settlement format named {0:?}")]
     UnknownFormat(String),
@@ -126,6 +127,9 @@ pub async fn reconcile_file(
             .ok_or_else(|| RunError::UnknownProvider(request.provider.to_string()))?,
     };
     let mapping = mappings.0.get(&format).cloned().ok_or_else(|| RunError::UnknownFormat(format.clone()))?;
+    if !crate::config::PROVIDER_NAMES.contains(&request.provider) {
+        return Err(RunError::UnknownProvider(request.provider.to_string()));
+    }
     if bytes == 0 {
         return Err(RunError::Empty);
     }
@@ -229,9 +233,10 @@ fn read_rows<R: Read>(
         )));
         return;
     }
-    if !batch.is_empty() {
-        let _ = sender.blocking_send(RunInput::Rows(batch));
+    if !batch.is_empty() && sender.blocking_send(RunInput::Rows(batch)).is_err() {
+        return;
     }
+    let _ = sender.blocking_send(RunInput::End);
 }
 
 #[cfg(test)]

@@ -170,6 +170,17 @@ impl Store {
     /// Chains up to `limit` committed, unsealed transfers; returns how many were sealed. Safe
     /// on every instance: only one sealer works at a time, the others return 0.
     pub async fn seal_ledger(&self, limit: i64) -> StoreResult<usize> {
+        self.seal(limit, false).await
+    }
+
+    /// Seals everything committed so far, waiting for a sealer at work on another instance
+    /// (or in the background) instead of skipping the round: what `verify` needs.
+    pub async fn seal_ledger_fully(&self, limit: i64) -> StoreResult<()> {
+        while self.seal(limit, true).await? > 0 {}
+        Ok(())
+    }
+
+    async fn seal(&self, limit: i64, wait: bool) -> StoreResult<usize> {
         // Only transfers after a low watermark are looked at, so a round does not scan the whole
         // ledger. On SQLite transfers commit in id order, so the watermark is the last sealed id;
         // on PostgreSQL a transaction with a lower id can commit later, so it trails by a margin.
@@ -183,11 +194,15 @@ impl Store {
         );
         let sealed = begin_write!(self, pool, tx => {
             if matches!(self, Store::Postgres(_)) {
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7461001)")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if !got {
-                    return Ok(0);
+                if wait {
+                    sqlx::query("SELECT pg_advisory_xact_lock(7461001)").execute(&mut *tx).await?;
+                } else {
+                    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7461001)")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if !got {
+                        return Ok(0);
+                    }
                 }
             }
             let last: Option<(i64, String)> =

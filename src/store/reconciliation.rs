@@ -140,6 +140,8 @@ pub enum RunInput {
     Rows(Vec<Result<SettlementRow, RowError>>),
     /// The file as a whole is unusable: roll everything back.
     Reject(String),
+    /// Every row was sent. A run whose input ends without it (the reader failed) writes nothing.
+    End,
 }
 
 /// What a run request did.
@@ -535,10 +537,15 @@ impl Store {
 
             let mut state = RunState::default();
             let mut rejected: Option<String> = None;
+            let mut ended = false;
             while let Some(message) = input.recv().await {
                 let batch = match message {
                     RunInput::Reject(reason) => {
                         rejected = Some(reason);
+                        break;
+                    }
+                    RunInput::End => {
+                        ended = true;
                         break;
                     }
                     RunInput::Rows(batch) => batch,
@@ -747,6 +754,10 @@ impl Store {
             if let Some(reason) = rejected {
                 tx.rollback().await?;
                 return Ok(RunOutcome::Rejected(reason));
+            }
+            if !ended {
+                tx.rollback().await?;
+                return Err(StoreError::Invariant("the file's reader stopped before the end of the file".into()));
             }
 
             // What the gateway confirmed that day and the file does not list.

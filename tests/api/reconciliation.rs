@@ -532,3 +532,51 @@ async fn the_collecting_banks_file_reconciles_vietqr_transfers() {
     assert_eq!(app.balance("treasury_bank").await, PAYMENT);
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn a_run_whose_reader_stops_midway_writes_nothing_and_can_be_run_again() {
+    use paygate::reconciliation::reader::SettlementReader;
+    use paygate::store::StoreError;
+    use paygate::store::reconciliation::{RunInput, RunSpec};
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    app.paid("vnpay", None).await;
+    app.paid("vnpay", None).await;
+    let file = app.settlement_file("vnpay").await;
+    let mapping = app.state.mappings.0["vnpay"].clone();
+    let rows: Vec<_> = SettlementReader::new(&mapping, file.as_bytes()).unwrap().collect();
+    assert_eq!(rows.len(), 2);
+    // The reader sends the first row, then fails (its channel closes without the end marker).
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(RunInput::Rows(rows[..1].to_vec())).await.unwrap();
+    drop(sender);
+    let no_fee = |_: i64| None;
+    let sha256 = "0".repeat(64);
+    let spec = RunSpec {
+        id: "rr_failed".into(),
+        provider: "vnpay",
+        settlement_date: vn_today(),
+        file_sha256: &sha256,
+        file_bytes: file.len() as i64,
+        format: "vnpay",
+        created_by: "test",
+        match_window: chrono::Duration::hours(72),
+        expected_fee: &no_fee,
+        day: paygate::reconciliation::service::day_bounds(vn_today()),
+    };
+    let outcome = app.store.run_reconciliation(&spec, receiver).await;
+    assert!(matches!(outcome, Err(StoreError::Invariant(_))), "a partial file is not a run");
+    for table in
+        ["reconciliation_runs", "reconciliation_matches", "reconciliation_discrepancies", "reconciliation_audit"]
+    {
+        assert_eq!(app.count(table).await, 0, "{table}");
+    }
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'settlement'").await, 0);
+
+    // Sent again, whole: one run, each payment settled once.
+    let r = app.upload("vnpay", &vn_today().to_string(), &file, &treasurer).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["run"]["rows_settled"], 2);
+    assert_eq!(app.balance("provider_clearing:vnpay").await, 0);
+    app.assert_ledger_invariants().await;
+}
