@@ -6,7 +6,8 @@
 //! request is 422; a retry while the first is still running is 409. Because the claim is a
 //! primary-key insert, this holds across any number of processes sharing one database.
 //!
-//! `POST /v1/reconciliation/runs` is let through: the run is idempotent by the file's hash.
+//! `POST /v1/reconciliation/runs` is not buffered in memory: its file is received into a temporary
+//! file (handed to the handler) and the request is fingerprinted by the file's SHA-256.
 //!
 //! Invariants: the handler runs at most once per (scope, key) while the key lives. Once a handler
 //! has run, its response is stored whatever it was — a 500 or 502 too, as its effects may have
@@ -35,9 +36,7 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 const KEPT_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Settlement-file uploads are not buffered here (a file may be hundreds of megabytes): a run
-    // is keyed by the file's SHA-256, so sending the same file again returns the same run.
-    if req.method() != Method::POST || req.uri().path() == super::reconciliation::RUNS_PATH {
+    if req.method() != Method::POST {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER).cloned() else {
@@ -61,11 +60,27 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         _ => "public".to_string(),
     };
 
-    let (parts, body) = req.into_parts();
-    let limit = state.config.server.body_limit_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE).into_response(),
+    let (mut parts, body) = req.into_parts();
+    // A settlement file may be hundreds of megabytes: it is received into a temporary file (handed
+    // to the handler) and the request is fingerprinted by the file's SHA-256.
+    let (bytes, fingerprint) = if parts.uri.path() == super::reconciliation::RUNS_PATH {
+        if scope == "public" {
+            return next.run(Request::from_parts(parts, body)).await;
+        }
+        match super::reconciliation::spool(body, state.config.reconciliation.max_file_bytes).await {
+            Ok(upload) => {
+                let digest = upload.sha256.clone().into_bytes();
+                parts.extensions.insert(std::sync::Arc::new(upload));
+                (bytes::Bytes::new(), digest)
+            }
+            Err(problem) => return problem.into_response(),
+        }
+    } else {
+        let limit = state.config.server.body_limit_bytes;
+        match axum::body::to_bytes(body, limit).await {
+            Ok(b) => (b.clone(), b.to_vec()),
+            Err(_) => return Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE).into_response(),
+        }
     };
     let request_hash = {
         let mut h = Sha256::new();
@@ -73,7 +88,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         h.update(b"\n");
         h.update(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
         h.update(b"\n");
-        h.update(&bytes);
+        h.update(&fingerprint);
         hex::encode(h.finalize())
     };
 

@@ -3,14 +3,17 @@
 //! and the treasury export (`treasurer`, `auditor`).
 //!
 //! The upload streams the request body to a temporary file while hashing it, so a file is never
-//! held in memory; the run itself is keyed by the file's hash, which makes the upload idempotent
-//! without buffering it for the `Idempotency-Key` layer (that layer lets this route through).
+//! held in memory; the run itself is keyed by the file's hash (the same file again is the same
+//! run). With an `Idempotency-Key`, the idempotency layer receives the file that way itself,
+//! fingerprints the request by the file's hash, and hands the file to the handler.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::NaiveDate;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -95,14 +98,18 @@ fn run_problem(e: RunError) -> Problem {
     request_body(content = String, content_type = "text/csv", description = "The settlement file"),
     responses((status = 201, body = RunView, description = "A new run"),
               (status = 200, body = RunView, description = "This file was reconciled before: its run"),
+              (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
               (status = 409, body = ProblemDetails, content_type = "application/problem+json"),
               (status = 413, body = ProblemDetails, content_type = "application/problem+json"),
-              (status = 422, body = ProblemDetails, content_type = "application/problem+json")),
+              (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 503, body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<UploadQuery>,
+    spooled: Option<Extension<Arc<SpooledUpload>>>,
     body: Body,
 ) -> ApiResult<Response> {
     let who = caller.require(&[Role::Treasurer])?;
@@ -126,7 +133,44 @@ pub async fn upload(
         return Err(run_problem(RunError::UnknownProvider(provider)));
     }
 
-    // Stream the body to a temporary file, hashing it on the way.
+    // The Idempotency-Key layer has already received the file when the request carried a key.
+    let upload = match spooled {
+        Some(Extension(upload)) => upload,
+        None => Arc::new(spool(body, config.max_file_bytes).await?),
+    };
+    let request =
+        RunRequest { provider: &provider, settlement_date: date, format: q.format.as_deref(), actor: &who.name };
+    let outcome = reconcile_file(
+        &state.store,
+        config,
+        &state.mappings,
+        &request,
+        upload.file.path(),
+        &upload.sha256,
+        upload.bytes,
+    )
+    .await
+    .map_err(run_problem)?;
+    let (status, run) = match outcome {
+        RunOutcome::Created(run) => (StatusCode::CREATED, run),
+        RunOutcome::Existing(run) => (StatusCode::OK, run),
+        RunOutcome::Rejected(reason) => return Err(run_problem(RunError::Rejected(reason))),
+    };
+    let view = run_view(&state, run, &DiscrepancyFilter { limit: 100, ..Default::default() }).await?;
+    let location = format!("/v1/reconciliation/runs/{}", view.run.id);
+    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// An uploaded file, received into a private temporary file (removed when dropped).
+#[derive(Debug)]
+pub struct SpooledUpload {
+    pub file: tempfile::NamedTempFile,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Streams a request body to a temporary file, hashing it on the way; never holds it in memory.
+pub async fn spool(body: Body, max_bytes: u64) -> Result<SpooledUpload, Problem> {
     let temp = tempfile::NamedTempFile::new().map_err(|e| Problem::internal(&e))?;
     let mut file = tokio::fs::File::from_std(temp.reopen().map_err(|e| Problem::internal(&e))?);
     let mut hasher = Sha256::new();
@@ -137,29 +181,14 @@ pub async fn upload(
             Problem::bad_request("body-unreadable", "Request body unreadable", format!("The upload broke off: {e}"))
         })?;
         bytes += chunk.len() as u64;
-        if bytes > config.max_file_bytes {
-            return Err(run_problem(RunError::TooLarge(config.max_file_bytes)));
+        if bytes > max_bytes {
+            return Err(run_problem(RunError::TooLarge(max_bytes)));
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| Problem::internal(&e))?;
     }
     file.flush().await.map_err(|e| Problem::internal(&e))?;
-    drop(file);
-    let sha256 = hex::encode(hasher.finalize());
-
-    let request =
-        RunRequest { provider: &provider, settlement_date: date, format: q.format.as_deref(), actor: &who.name };
-    let outcome = reconcile_file(&state.store, config, &state.mappings, &request, temp.path(), &sha256, bytes)
-        .await
-        .map_err(run_problem)?;
-    let (status, run) = match outcome {
-        RunOutcome::Created(run) => (StatusCode::CREATED, run),
-        RunOutcome::Existing(run) => (StatusCode::OK, run),
-        RunOutcome::Rejected(reason) => return Err(run_problem(RunError::Rejected(reason))),
-    };
-    let view = run_view(&state, run, &DiscrepancyFilter { limit: 100, ..Default::default() }).await?;
-    let location = format!("/v1/reconciliation/runs/{}", view.run.id);
-    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+    Ok(SpooledUpload { file: temp, sha256: hex::encode(hasher.finalize()), bytes })
 }
 
 async fn run_view(state: &AppState, run: RunRecord, filter: &DiscrepancyFilter) -> Result<RunView, Problem> {

@@ -6,8 +6,11 @@
 //!   account) only when the provider says it succeeded, the gateway confirmed the same record
 //!   and both amounts are equal as integers. Everything else is a discrepancy or nothing at all;
 //!   nothing is ever settled on a guess.
-//! - Only the first row of a provider transaction id in a file can match; later ones are
-//!   `duplicate_in_file`.
+//! - Only the first successful row of a provider transaction id in a file can match; later ones
+//!   (and rows of a payment another active run already settled) are `duplicate_in_file`. Rows
+//!   saying a transaction did not succeed never match or settle anything; they are a
+//!   `status_mismatch` only when the gateway confirmed that transaction and no successful row of
+//!   the file settles it.
 //! - Which resolution action is allowed depends only on the class and on whether the row has a
 //!   gateway record ([`allowed_actions`]).
 
@@ -99,7 +102,8 @@ pub struct RowFacts {
     pub success: bool,
     pub amount: i64,
     pub fee: i64,
-    /// 1 for the first row of its provider transaction id in the file.
+    /// 1 for the first successful row of its provider transaction id in the file (rows that did not
+    /// succeed are not counted).
     pub occurrence: i64,
 }
 
@@ -115,7 +119,7 @@ pub struct Verdict {
 /// provider's agreed fee for the row's amount, when the mapping says.
 pub fn classify(row: &RowFacts, target: Option<&TargetFacts>, expected_fee: Option<i64>) -> Verdict {
     let verdict = |settle, class| Verdict { settle, discrepancy: class };
-    if row.occurrence > 1 {
+    if row.occurrence > 1 && row.success {
         return verdict(false, Some(DiscrepancyClass::DuplicateInFile));
     }
     match (target, row.success) {
@@ -151,9 +155,9 @@ pub fn allowed_actions(
         return vec![Accept];
     }
     match class {
-        DiscrepancyClass::MissingInGateway if has_payment => {
-            vec![ConfirmPayment, MoveToSuspense, MarkForRefund, Accept]
-        }
+        // The money belongs to that payment: confirm it (or accept). Booking it elsewhere would
+        // count it twice once the payment's own callback arrives.
+        DiscrepancyClass::MissingInGateway if has_payment => vec![ConfirmPayment, Accept],
         DiscrepancyClass::MissingInGateway | DiscrepancyClass::DuplicateInFile => {
             vec![MoveToSuspense, MarkForRefund, Accept]
         }
@@ -217,11 +221,11 @@ mod tests {
     fn actions_depend_on_the_class() {
         use ResolutionAction::*;
         let p = RowKind::Payment;
+        assert_eq!(allowed_actions(DiscrepancyClass::MissingInGateway, p, true, false), vec![ConfirmPayment, Accept]);
         assert_eq!(
-            allowed_actions(DiscrepancyClass::MissingInGateway, p, true, false),
-            vec![ConfirmPayment, MoveToSuspense, MarkForRefund, Accept]
+            allowed_actions(DiscrepancyClass::MissingInGateway, p, false, false),
+            vec![MoveToSuspense, MarkForRefund, Accept]
         );
-        assert!(!allowed_actions(DiscrepancyClass::MissingInGateway, p, false, false).contains(&ConfirmPayment));
         assert!(!allowed_actions(DiscrepancyClass::AmountMismatch, p, true, false).contains(&MarkForRefund));
         assert!(allowed_actions(DiscrepancyClass::AmountMismatch, p, true, true).contains(&MarkForRefund));
         assert_eq!(allowed_actions(DiscrepancyClass::MissingInFile, p, true, false), vec![Accept]);

@@ -4,13 +4,12 @@
 //! - Settling moves money out of `provider_clearing:<provider>`: the provider's payout (gross
 //!   payments − refunds − fees) to `treasury_bank` and its fees to `provider_fees`, so that the
 //!   clearing balance of a fully reconciled day is zero.
-//! - A run's settlement is one ledger transaction (`settlement:<run id>`); a resolution's is
-//!   another (`resolve-settle:<discrepancy id>`). When a run is superseded, both are reversed by
-//!   compensating transactions that point at them (`corrects`); nothing is edited.
-//! - Money a resolution books as unexplained (`suspense`) or owed back (`refunds_payable`) is
-//!   keyed by the provider's transaction (`recon-hold:…`, `recon-diff:…`, `recon-unlisted:…`),
-//!   not by the run, so resolving the same transaction again after a supersession never books it
-//!   twice.
+//! - A run's settlement is one ledger transaction (`settlement:<run id>`); a resolution's are at
+//!   most two more (`resolve-hold:<discrepancy id>`: money booked as unexplained in `suspense` or
+//!   owed back in `refunds_payable`; `resolve-settle:<discrepancy id>`: the payout). They belong to
+//!   the run: when a corrected file supersedes it, all of them are reversed by compensating
+//!   transactions that point at them (`corrects`), so the new run starts from the gateway's own
+//!   postings and nothing is booked twice; nothing is edited.
 
 use crate::ledger::{
     PROVIDER_FEES, PlanError, PostingPlan, REFUNDS_PAYABLE, SUSPENSE, TREASURY_BANK, Transfer, provider_clearing,
@@ -100,8 +99,8 @@ pub struct ResolutionFacts<'a> {
     pub notice_code: Option<&'a str>,
 }
 
-/// The postings of a resolution: `hold` books money where it belongs (keyed by the provider's
-/// transaction), `settle` moves the provider's payout out of clearing (keyed by the discrepancy).
+/// The postings of a resolution: `hold` books money where it belongs, `settle` moves the
+/// provider's payout out of clearing; both are keyed by the discrepancy.
 #[derive(Debug, Clone, Default)]
 pub struct ResolutionPlan {
     pub hold: Option<PostingPlan>,
@@ -160,13 +159,12 @@ pub fn plan_resolution(f: &ResolutionFacts<'_>, action: ResolutionAction) -> Res
         ResolutionAction::MoveToSuspense => SUSPENSE,
         ResolutionAction::MarkForRefund => REFUNDS_PAYABLE,
     };
-    let txn = f.provider_txn_id.unwrap_or("-");
     match f.class {
         DiscrepancyClass::MissingInGateway | DiscrepancyClass::DuplicateInFile => {
             let x = file_amount()?;
             Ok(ResolutionPlan {
                 hold: hold(
-                    format!("recon-hold:{}:{txn}:{}", f.provider, f.occurrence),
+                    format!("resolve-hold:{}", f.discrepancy_id),
                     Transfer { debit: clearing, credit: account.into(), amount: x },
                     "money the provider collected that no payment accounts for",
                 )?,
@@ -183,7 +181,7 @@ pub fn plan_resolution(f: &ResolutionFacts<'_>, action: ResolutionAction) -> Res
             };
             Ok(ResolutionPlan {
                 hold: hold(
-                    format!("recon-diff:{}:{txn}", f.provider),
+                    format!("resolve-hold:{}", f.discrepancy_id),
                     difference,
                     "the difference between the provider's amount and the gateway's",
                 )?,
@@ -192,10 +190,10 @@ pub fn plan_resolution(f: &ResolutionFacts<'_>, action: ResolutionAction) -> Res
         }
         DiscrepancyClass::StatusMismatch => {
             let y = f.ledger_amount.ok_or(ResolutionError::Missing("ledger amount"))?;
-            let payment = f.payment_id.ok_or(ResolutionError::Missing("payment"))?;
+            f.payment_id.ok_or(ResolutionError::Missing("payment"))?;
             Ok(ResolutionPlan {
                 hold: hold(
-                    format!("recon-unlisted:{payment}"),
+                    format!("resolve-hold:{}", f.discrepancy_id),
                     Transfer { debit: account.into(), credit: clearing, amount: y },
                     "confirmed by the gateway, not collected according to the provider",
                 )?,
@@ -274,7 +272,7 @@ mod tests {
         )
         .unwrap();
         let (hold, settle) = (r.hold.unwrap(), r.settle.unwrap());
-        assert_eq!(hold.posting_key, "recon-hold:vnpay:14000001:1");
+        assert_eq!(hold.posting_key, "resolve-hold:rd_1");
         assert_eq!(net(clearing, &[&hold, &settle]), 0);
         assert_eq!(net(SUSPENSE, &[&hold]), -500_000);
         // Amount mismatch, file larger: the ledger had 400,000 in clearing.

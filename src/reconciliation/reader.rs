@@ -509,9 +509,17 @@ pub struct SettlementReader<R: Read> {
     csv: csv::Reader<Source<R>>,
     record: csv::ByteRecord,
     done: bool,
+    /// Set when the input itself failed (not a bad row): the file was not read to its end.
+    input_failed: Option<RowError>,
 }
 
 impl<R: Read> SettlementReader<R> {
+    /// Whether the input failed before its end (the last item was that failure). A caller must not
+    /// treat what was read as the whole file.
+    pub fn input_failed(&self) -> Option<&RowError> {
+        self.input_failed.as_ref()
+    }
+
     pub fn new(mapping: &SettlementMapping, mut input: R) -> Result<Self, FileError> {
         let compiled = mapping.compile().map_err(FileError::InvalidMapping)?;
 
@@ -623,7 +631,7 @@ impl<R: Read> SettlementReader<R> {
             refund_values: trimmed(&mapping.refund_values),
             payment_values: trimmed(&mapping.payment_values),
         };
-        Ok(SettlementReader { plan, csv, record, done: false })
+        Ok(SettlementReader { plan, csv, record, done: false, input_failed: None })
     }
 }
 
@@ -654,11 +662,13 @@ impl<R: Read> Iterator for SettlementReader<R> {
                     // Only the input failing gets here (records are bytes and may vary in length);
                     // nothing after it can be trusted, so this is the last item.
                     self.done = true;
-                    return Some(Err(RowError {
+                    let error = RowError {
                         line: e.position().map_or(start, csv::Position::line),
                         reason: format!("the rest of the file cannot be read: {e}"),
                         raw: String::new(),
-                    }));
+                    };
+                    self.input_failed = Some(error.clone());
+                    return Some(Err(error));
                 }
             }
         }
@@ -798,7 +808,11 @@ fn parse_money(text: &str, column: &str, scale: i64, zero_ok: bool) -> Result<i6
 impl Plan {
     /// One data record → a row or the reason it is refused.
     fn row(&self, record: &csv::ByteRecord, line: u64) -> Result<SettlementRow, RowError> {
-        let lossy = || raw_line(fields(record).map(String::from_utf8_lossy), self.delimiter);
+        // A row that cannot be split into its columns: any long digit run may be an identifier.
+        let lossy = || {
+            let raw = raw_line(fields(record).map(String::from_utf8_lossy), self.delimiter);
+            crate::privacy::mask_digit_runs(&raw)
+        };
         let fail = |reason: String| Err(RowError { line, reason, raw: lossy() });
         if record.len() == self.header.len()
             && fields(record).zip(&self.header).enumerate().all(|(i, (f, h))| {

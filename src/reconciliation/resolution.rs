@@ -45,7 +45,7 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
             format!("No discrepancy {id}."),
         )
     })?;
-    if d.status != "open" {
+    if d.status != "open" || d.resolution.as_deref().is_some_and(|r| r != req.action.as_str()) {
         return Err(not_open(&d));
     }
     let class = DiscrepancyClass::parse(&d.class)
@@ -72,7 +72,15 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
 
     if req.action == ResolutionAction::ConfirmPayment {
         let p = payment.as_ref().ok_or_else(|| Problem::internal(&"the discrepancy's payment is gone"))?;
+        // The confirmation commits on its own: first hold the discrepancy for this action, so that
+        // no other action is taken on it meanwhile (a retry of this one may finish it).
+        match store.claim_discrepancy(id, req.action.as_str(), actor).await? {
+            Some((true, _)) => {}
+            Some((false, d)) => return Err(not_open(&d)),
+            None => return Err(Problem::not_found(format!("No discrepancy {id}."))),
+        }
         if d.file_amount != Some(p.amount) {
+            store.release_discrepancy(id, req.action.as_str()).await?;
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "amount-differs",
@@ -99,6 +107,7 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
         match store.apply_payment_update(PaymentKey::Id(&p.id), &update).await? {
             Applied::Moved { .. } | Applied::Duplicate(_) | Applied::LateSuccess(_) => {}
             other => {
+                store.release_discrepancy(id, req.action.as_str()).await?;
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
                     "payment-not-confirmable",
@@ -132,13 +141,14 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
 }
 
 fn not_open(d: &DiscrepancyRecord) -> Problem {
+    let state = if d.status == "open" { "being resolved" } else { d.status.as_str() };
     Problem::conflict(
         "discrepancy-not-open",
         "Discrepancy is not open",
         format!(
             "Discrepancy {} is {}{}; nothing was done.",
             d.id,
-            d.status,
+            state,
             d.resolution
                 .as_ref()
                 .map(|r| format!(" ({r} by {})", d.resolved_by.as_deref().unwrap_or("?")))

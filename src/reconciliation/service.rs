@@ -5,8 +5,10 @@
 //! Invariants: the file is never held in memory whole (batches of [`BATCH_ROWS`] rows, at most
 //! [`BATCH_QUEUE`] batches in flight); a file-level problem (unreadable header, another
 //! provider's format, no row of the settlement date, too many rows) rejects the whole file and
-//! writes nothing; a bad row is reported with its line number and the rest is reconciled; a reader
-//! that stops before the end of the file (it failed) makes the store roll the whole run back.
+//! writes nothing; so does a file with no readable row of the settlement date (it must not
+//! supersede a run that settled money) and a file whose input fails before its end; a bad row is
+//! reported with its line number and the rest is reconciled; a reader that stops without saying
+//! so (it panicked) makes the store roll the whole run back.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
@@ -188,7 +190,7 @@ pub async fn reconcile_file(
 
 /// Reads every row, turning rows of another date into row errors, and sends them in batches.
 fn read_rows<R: Read>(
-    reader: SettlementReader<R>,
+    mut reader: SettlementReader<R>,
     date: NaiveDate,
     max_rows: u64,
     sender: tokio::sync::mpsc::Sender<RunInput>,
@@ -196,8 +198,9 @@ fn read_rows<R: Read>(
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut rows = 0u64;
     let mut on_date = 0u64;
+    let mut first_error: Option<RowError> = None;
     let mut other_dates: BTreeMap<NaiveDate, u64> = BTreeMap::new();
-    for item in reader {
+    for item in reader.by_ref() {
         rows += 1;
         if rows > max_rows {
             let _ = sender.blocking_send(RunInput::Reject(format!(
@@ -218,12 +221,24 @@ fn read_rows<R: Read>(
                 on_date += 1;
                 Ok(row)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e.clone());
+                }
+                Err(e)
+            }
         };
         batch.push(item);
         if batch.len() == BATCH_ROWS && sender.blocking_send(RunInput::Rows(std::mem::take(&mut batch))).is_err() {
             return;
         }
+    }
+    if let Some(failed) = reader.input_failed() {
+        let _ = sender.blocking_send(RunInput::Reject(format!(
+            "the file could not be read to its end (line {}: {}); nothing was reconciled",
+            failed.line, failed.reason
+        )));
+        return;
     }
     if on_date == 0 && !other_dates.is_empty() {
         let dates: Vec<String> = other_dates.iter().map(|(d, n)| format!("{d} ({n} rows)")).collect();
@@ -231,6 +246,19 @@ fn read_rows<R: Read>(
             "no row of the file is dated {date}; its rows are dated {} — is this the file of another day?",
             dates.join(", ")
         )));
+        return;
+    }
+    if on_date == 0 {
+        // Nothing to reconcile: a header alone, or only unreadable rows. Such a file must not
+        // supersede a run that settled money.
+        let reason = match first_error {
+            Some(e) => format!(
+                "none of the file's {rows} rows can be read (line {}: {}); nothing was reconciled",
+                e.line, e.reason
+            ),
+            None => "the file has no data rows; nothing was reconciled".to_string(),
+        };
+        let _ = sender.blocking_send(RunInput::Reject(reason));
         return;
     }
     if !batch.is_empty() && sender.blocking_send(RunInput::Rows(batch)).is_err() {

@@ -9,8 +9,10 @@
 //!   At most one run per provider and date is `active` (a partial unique index).
 //! - Each file row is matched at most once (primary key on run and line) and each payment or
 //!   refund at most once among active runs (a partial unique index on the target).
-//! - Superseding a run reverses its settlement postings (and those of its resolutions) with
-//!   compensating ledger transactions; no ledger row is changed.
+//! - A match is active only while its row is settled: an active match holds its payment or refund
+//!   against every other active run. Superseding a run deactivates its matches and reverses its
+//!   settlement posting and its resolutions' postings with compensating ledger transactions; no
+//!   ledger row is changed.
 //! - The audit log only grows (the database refuses UPDATE and DELETE).
 
 use std::collections::{HashMap, HashSet};
@@ -108,7 +110,7 @@ pub struct AuditRecord {
     pub at: DateTime<Utc>,
     /// The token name (or `cli:<user>`) that acted.
     pub actor: String,
-    /// `run_created`, `run_superseded`, `discrepancy_resolved:<action>`.
+    /// `run_created`, `run_superseding` (a run that replaced another), `discrepancy_resolved:<action>`.
     pub action: String,
     pub run_id: Option<String>,
     pub discrepancy_id: Option<String>,
@@ -214,6 +216,8 @@ struct Candidate {
     notice_code: String,
     merchant_ref: String,
     provider_txn_id: Option<String>,
+    /// The active run that already settled this payment.
+    settled_run: Option<String>,
 }
 
 impl Candidate {
@@ -325,7 +329,8 @@ macro_rules! insert_matches {
                     .push_bind(m.amount)
                     .push_bind(m.fee)
                     .push_bind(m.settled)
-                    .push_bind(true);
+                    // Active = settled: only a settled row holds its payment against other runs.
+                    .push_bind(m.settled);
             });
             qb.build().execute(&mut *$tx).await?;
         }
@@ -418,6 +423,110 @@ struct RunState {
     gross: i64,
     refunds: i64,
     fees: i64,
+    /// Rows that did not succeed, judged after every successful row was seen.
+    deferred: Vec<(SettlementRow, Option<Candidate>, Option<RefundCandidate>)>,
+}
+
+impl RunState {
+    fn count(&mut self, row: &SettlementRow, judged: &Judged) {
+        if judged.has_target {
+            self.rows_matched += 1;
+        }
+        if judged.settle {
+            self.rows_settled += 1;
+            match row.kind {
+                RowKind::Payment => {
+                    self.gross += row.amount;
+                    self.fees += row.fee;
+                }
+                RowKind::Refund => self.refunds += row.amount,
+            }
+        }
+    }
+}
+
+/// What one row comes to.
+struct Judged {
+    settle: bool,
+    has_target: bool,
+    matched: Option<MatchRow>,
+    discrepancy: Option<NewDiscrepancy>,
+}
+
+/// Classifies a row against the gateway record found for it and shapes what to store. A payment
+/// another active run settled makes the row a `duplicate_in_file` naming that run.
+fn judge_row(
+    row: &SettlementRow,
+    occurrence: i64,
+    payment: Option<&(Candidate, &'static str)>,
+    refund: Option<&RefundCandidate>,
+    expected_fee: Option<i64>,
+) -> Judged {
+    let settled_elsewhere = payment.and_then(|(c, _)| c.settled_run.clone());
+    let facts = RowFacts {
+        kind: row.kind,
+        success: row.success,
+        amount: row.amount,
+        fee: row.fee,
+        occurrence: if settled_elsewhere.is_some() { occurrence.max(2) } else { occurrence },
+    };
+    let target = payment
+        .map(|(c, _)| TargetFacts { confirmed: c.confirmed(), amount: c.amount })
+        .or_else(|| refund.map(|f| TargetFacts { confirmed: f.status == "succeeded", amount: f.amount }));
+    let Verdict { settle, discrepancy } = classify(&facts, target.as_ref(), expected_fee);
+    let line_no = row.line as i64;
+    let matched = match (payment, refund) {
+        (Some((c, how)), _) if settled_elsewhere.is_none() => Some(MatchRow {
+            line_no,
+            target_kind: "payment",
+            target_id: c.id.clone(),
+            matched_by: how,
+            amount: row.amount,
+            fee: row.fee,
+            settled: settle,
+        }),
+        (None, Some(f)) => Some(MatchRow {
+            line_no,
+            target_kind: "refund",
+            target_id: f.id.clone(),
+            matched_by: "provider_txn_id",
+            amount: row.amount,
+            fee: row.fee,
+            settled: settle,
+        }),
+        _ => None,
+    };
+    let discrepancy = discrepancy.map(|class| {
+        let (gateway, target_kind, target_id, ledger_status) = match (payment, refund) {
+            (Some((c, _)), _) => {
+                let status = if c.late_success { format!("{} (late success)", c.status) } else { c.status.clone() };
+                let mut gateway = payment_evidence(c);
+                if let Some(run) = &settled_elsewhere {
+                    gateway["settled_by_run"] = serde_json::json!(run);
+                }
+                (gateway, Some("payment"), Some(c.id.clone()), Some(status))
+            }
+            (None, Some(f)) => (refund_evidence(f), Some("refund"), Some(f.id.clone()), Some(f.status.clone())),
+            (None, None) => (serde_json::Value::Null, None, None, None),
+        };
+        NewDiscrepancy {
+            class,
+            line_no: Some(line_no),
+            row_kind: row.kind,
+            provider_txn_id: Some(row.provider_txn_id.clone()),
+            occurrence: facts.occurrence,
+            target_kind,
+            target_id,
+            file_amount: Some(row.amount),
+            ledger_amount: target.as_ref().map(|t| t.amount),
+            file_fee: Some(row.fee),
+            expected_fee,
+            file_status: Some(row.status.clone()),
+            ledger_status,
+            evidence: serde_json::json!({"file": row_evidence(row), "gateway": gateway}),
+        }
+    });
+    Judged { settle, has_target: matched.is_some(), matched, discrepancy }
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -461,9 +570,10 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 \
              AND status = 'active'{lock}"
         );
+        // Payments of the provider, with the active run that already settled each, if any.
         let by_txn_head = "SELECT p.id, p.amount, p.status, p.late_success, p.notice_code, p.merchant_ref, \
-             p.provider_txn_id FROM payments p WHERE p.provider = $1 AND NOT EXISTS (SELECT 1 FROM \
-             reconciliation_matches m WHERE m.target_kind = 'payment' AND m.target_id = p.id AND m.active) AND ";
+             p.provider_txn_id, m.run_id AS settled_run FROM payments p LEFT JOIN reconciliation_matches m \
+             ON m.target_kind = 'payment' AND m.target_id = p.id AND m.active WHERE p.provider = $1 AND ";
         let outcome = begin_write!(self, pool, tx => {
             let existing: Option<RunRecord> = sqlx::query_as(&find_existing)
                 .bind(spec.provider)
@@ -497,6 +607,8 @@ impl Store {
                 let settled: Vec<(String,)> = sqlx::query_as(
                     "SELECT x.id FROM ledger_transactions x WHERE x.posting_key = $1 OR x.posting_key IN \
                      (SELECT 'resolve-settle:' || d.id FROM reconciliation_discrepancies d WHERE d.run_id = $2) \
+                     OR x.posting_key IN \
+                     (SELECT 'resolve-hold:' || d.id FROM reconciliation_discrepancies d WHERE d.run_id = $2) \
                      ORDER BY x.created_at, x.id",
                 )
                 .bind(format!("settlement:{}", old.id))
@@ -555,13 +667,14 @@ impl Store {
                 for item in batch {
                     state.rows_total += 1;
                     match item {
-                        Ok(row) => {
+                        Ok(row) if row.success => {
                             let kind = if row.kind == RowKind::Refund { "r" } else { "p" };
                             let n = state.seen.entry(fingerprint(&[kind, &row.provider_txn_id])).or_insert(0);
                             *n += 1;
                             let occurrence = *n;
                             rows.push((row, occurrence));
                         }
+                        Ok(row) => rows.push((row, 1)),
                         Err(e) => errors.push(e),
                     }
                 }
@@ -634,28 +747,28 @@ impl Store {
 
                 let mut matches: Vec<MatchRow> = Vec::new();
                 let mut discrepancies: Vec<NewDiscrepancy> = Vec::new();
-                for (row, occurrence) in &rows {
-                    let line_no = row.line as i64;
-                    let facts =
-                        RowFacts { kind: row.kind, success: row.success, amount: row.amount, fee: row.fee, occurrence: *occurrence };
+                for (row, occurrence) in rows {
                     // Find the gateway record (each at most once per run).
                     let mut payment: Option<(Candidate, &'static str)> = None;
                     let mut refund: Option<RefundCandidate> = None;
-                    if *occurrence == 1 {
+                    if occurrence == 1 {
                         match row.kind {
                             RowKind::Payment => {
                                 let found = by_txn
                                     .get(&row.provider_txn_id)
                                     .map(|c| (c.clone(), "provider_txn_id"))
                                     .or_else(|| by_ref.get(&row.merchant_ref).map(|c| (c.clone(), "merchant_ref")));
-                                payment = found.filter(|(c, _)| !state.matched.contains(&fingerprint(&["p", &c.id])));
+                                payment = found.filter(|(c, _)| {
+                                    !state.matched.contains(&fingerprint(&["p", &c.id]))
+                                        && c.settled_run.as_deref() != Some(spec.id.as_str())
+                                });
                                 if payment.is_none()
                                     && row.success
                                     && let Some(code) = &row.notice_code
                                 {
                                     let candidates: Vec<Candidate> = sqlx::query_as(&format!(
                                         "{by_txn_head}p.notice_code = $2 AND p.amount = $3 AND p.created_at >= $4 \
-                                         AND p.created_at <= $5 ORDER BY p.created_at, p.id"
+                                         AND p.created_at <= $5 AND m.run_id IS NULL ORDER BY p.created_at, p.id"
                                     ))
                                     .bind(spec.provider)
                                     .bind(code)
@@ -678,75 +791,25 @@ impl Store {
                             }
                         }
                     }
-                    let target = payment
-                        .as_ref()
-                        .map(|(c, _)| TargetFacts { confirmed: c.confirmed(), amount: c.amount })
-                        .or_else(|| refund.as_ref().map(|f| TargetFacts { confirmed: f.status == "succeeded", amount: f.amount }));
-                    let expected_fee = (spec.expected_fee)(row.amount);
-                    let Verdict { settle, discrepancy } = classify(&facts, target.as_ref(), expected_fee);
-                    if let Some((c, how)) = &payment {
+                    if !row.success {
+                        // Judged once every successful row has been seen (a failed attempt listed
+                        // before the success of the same payment is not a discrepancy).
+                        state.deferred.push((row, payment.map(|(c, _)| c), refund));
+                        continue;
+                    }
+                    if let Some((c, _)) = &payment
+                        && c.settled_run.is_none()
+                    {
                         state.matched.insert(fingerprint(&["p", &c.id]));
-                        matches.push(MatchRow {
-                            line_no,
-                            target_kind: "payment",
-                            target_id: c.id.clone(),
-                            matched_by: how,
-                            amount: row.amount,
-                            fee: row.fee,
-                            settled: settle,
-                        });
                     }
                     if let Some(f) = &refund {
                         state.matched.insert(fingerprint(&["r", &f.id]));
-                        matches.push(MatchRow {
-                            line_no,
-                            target_kind: "refund",
-                            target_id: f.id.clone(),
-                            matched_by: "provider_txn_id",
-                            amount: row.amount,
-                            fee: row.fee,
-                            settled: settle,
-                        });
                     }
-                    if payment.is_some() || refund.is_some() {
-                        state.rows_matched += 1;
-                    }
-                    if settle {
-                        state.rows_settled += 1;
-                        match row.kind {
-                            RowKind::Payment => {
-                                state.gross += row.amount;
-                                state.fees += row.fee;
-                            }
-                            RowKind::Refund => state.refunds += row.amount,
-                        }
-                    }
-                    if let Some(class) = discrepancy {
-                        let (gateway, target_kind, target_id, ledger_status) = match (&payment, &refund) {
-                            (Some((c, _)), _) => {
-                                let status = if c.late_success { format!("{} (late success)", c.status) } else { c.status.clone() };
-                                (payment_evidence(c), Some("payment"), Some(c.id.clone()), Some(status))
-                            }
-                            (None, Some(f)) => (refund_evidence(f), Some("refund"), Some(f.id.clone()), Some(f.status.clone())),
-                            (None, None) => (serde_json::Value::Null, None, None, None),
-                        };
-                        discrepancies.push(NewDiscrepancy {
-                            class,
-                            line_no: Some(line_no),
-                            row_kind: row.kind,
-                            provider_txn_id: Some(row.provider_txn_id.clone()),
-                            occurrence: *occurrence,
-                            target_kind,
-                            target_id,
-                            file_amount: Some(row.amount),
-                            ledger_amount: target.as_ref().map(|t| t.amount),
-                            file_fee: Some(row.fee),
-                            expected_fee,
-                            file_status: Some(row.status.clone()),
-                            ledger_status,
-                            evidence: serde_json::json!({"file": row_evidence(row), "gateway": gateway}),
-                        });
-                    }
+                    let expected_fee = (spec.expected_fee)(row.amount);
+                    let judged = judge_row(&row, occurrence, payment.as_ref(), refund.as_ref(), expected_fee);
+                    state.count(&row, &judged);
+                    matches.extend(judged.matched);
+                    discrepancies.extend(judged.discrepancy);
                 }
                 insert_matches!(tx, &spec.id, matches);
                 insert_discrepancies!(tx, &spec.id, discrepancies, at);
@@ -759,29 +822,58 @@ impl Store {
                 tx.rollback().await?;
                 return Err(StoreError::Invariant("the file's reader stopped before the end of the file".into()));
             }
+            // Rows saying a transaction did not succeed: a discrepancy only when the gateway confirmed
+            // it and no successful row of this file settled it; once per gateway record.
+            let mut judged_targets = HashSet::new();
+            let mut late: Vec<NewDiscrepancy> = Vec::new();
+            let mut late_matches: Vec<MatchRow> = Vec::new();
+            for (row, payment, refund) in std::mem::take(&mut state.deferred) {
+                let key = match (&payment, &refund) {
+                    (Some(c), _) => fingerprint(&["p", &c.id]),
+                    (None, Some(f)) => fingerprint(&["r", &f.id]),
+                    (None, None) => continue,
+                };
+                let settled_elsewhere = payment.as_ref().is_some_and(|c| c.settled_run.is_some());
+                if state.matched.contains(&key) || settled_elsewhere || !judged_targets.insert(key) {
+                    continue;
+                }
+                let payment = payment.map(|c| (c, "provider_txn_id"));
+                let judged = judge_row(&row, 1, payment.as_ref(), refund.as_ref(), None);
+                state.count(&row, &judged);
+                // Recorded (inactive: nothing settled) so that the record is not also "missing in file".
+                late_matches.extend(judged.matched);
+                late.extend(judged.discrepancy);
+            }
+            insert_matches!(tx, &spec.id, late_matches);
+            insert_discrepancies!(tx, &spec.id, late, at);
 
             // What the gateway confirmed that day and the file does not list.
             let unlisted: Vec<Unlisted> = sqlx::query_as(
                 "SELECT p.id, p.amount, p.status, p.late_success, p.notice_code, p.merchant_ref, p.provider_txn_id, \
-                 x.created_at AS confirmed_at FROM ledger_transactions x JOIN payments p ON p.id = x.payment_id \
+                 CAST(NULL AS TEXT) AS settled_run, x.created_at AS confirmed_at FROM ledger_transactions x \
+                 JOIN payments p ON p.id = x.payment_id \
                  WHERE x.kind IN ('payment_confirmed', 'suspense') AND x.created_at >= $2 AND x.created_at < $3 \
                  AND p.provider = $1 AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
-                 WHERE m.target_kind = 'payment' AND m.target_id = p.id AND m.active) ORDER BY x.created_at, p.id",
+                 WHERE m.target_kind = 'payment' AND m.target_id = p.id AND (m.active OR m.run_id = $4)) \
+                 ORDER BY x.created_at, p.id",
             )
             .bind(spec.provider)
             .bind(spec.day.0)
             .bind(spec.day.1)
+            .bind(&spec.id)
             .fetch_all(&mut *tx)
             .await?;
             let unlisted_refunds: Vec<RefundCandidate> = sqlx::query_as(
                 "SELECT f.id, f.amount, f.status, f.provider_ref, f.payment_id FROM refunds f JOIN payments p \
                  ON p.id = f.payment_id WHERE p.provider = $1 AND f.status = 'succeeded' AND f.updated_at >= $2 \
                  AND f.updated_at < $3 AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
-                 WHERE m.target_kind = 'refund' AND m.target_id = f.id AND m.active) ORDER BY f.updated_at, f.id",
+                 WHERE m.target_kind = 'refund' AND m.target_id = f.id AND (m.active OR m.run_id = $4)) \
+                 ORDER BY f.updated_at, f.id",
             )
             .bind(spec.provider)
             .bind(spec.day.0)
             .bind(spec.day.1)
+            .bind(&spec.id)
             .fetch_all(&mut *tx)
             .await?;
             let mut missing: Vec<NewDiscrepancy> = Vec::new();
@@ -948,30 +1040,25 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(d) = found else { return Ok(Resolved::NotFound) };
-            if d.status != "open" {
+            if d.status != "open" || d.resolution.as_deref().is_some_and(|r| r != action) {
                 return Ok(Resolved::NotOpen(d));
             }
             let mut ledger_tx_ids = Vec::new();
             let plans: [Option<&PostingPlan>; 2] = [plan.hold.as_ref(), plan.settle.as_ref()];
             for p in plans.into_iter().flatten() {
-                let existing: Option<String> = sqlx::query_scalar("SELECT id FROM ledger_transactions WHERE posting_key = $1")
-                    .bind(&p.posting_key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match existing {
-                    Some(existing) => ledger_tx_ids.push(existing),
-                    None => {
-                        let new_id = insert_posting!(tx, p, at);
-                        ledger_tx_ids.push(new_id);
-                    }
-                }
+                let new_id = insert_posting!(tx, p, at);
+                ledger_tx_ids.push(new_id);
             }
             if plan.settle.is_some() && let Some(line) = d.line_no {
-                sqlx::query("UPDATE reconciliation_matches SET settled = TRUE WHERE run_id = $1 AND line_no = $2")
-                    .bind(&d.run_id)
-                    .bind(line)
-                    .execute(&mut *tx)
-                    .await?;
+                // The row now holds its payment against every other active run (the partial unique
+                // index refuses it if another run settled that payment meanwhile).
+                sqlx::query(
+                    "UPDATE reconciliation_matches SET settled = TRUE, active = TRUE WHERE run_id = $1 AND line_no = $2",
+                )
+                .bind(&d.run_id)
+                .bind(line)
+                .execute(&mut *tx)
+                .await?;
             }
             sqlx::query(
                 "UPDATE reconciliation_discrepancies SET status = 'resolved', resolution = $2, resolved_by = $3, \
@@ -990,6 +1077,54 @@ impl Store {
             Resolved::Done { discrepancy: d, ledger_tx_ids }
         });
         Ok(outcome)
+    }
+
+    /// Marks an open discrepancy as being resolved by `action` (it stays open) before work that
+    /// commits on its own (a payment's confirmation), so that no other action can be taken on it
+    /// meanwhile. Taking the same action again is allowed (a retry). Returns the discrepancy as it
+    /// was, or `None` when it does not exist.
+    pub async fn claim_discrepancy(
+        &self,
+        id: &str,
+        action: &str,
+        actor: &str,
+    ) -> StoreResult<Option<(bool, DiscrepancyRecord)>> {
+        let select = format!("SELECT {DISCREPANCY_COLUMNS} FROM reconciliation_discrepancies WHERE id = $1");
+        let claimed = begin_write!(self, pool, tx => {
+            let found: Option<DiscrepancyRecord> =
+                sqlx::query_as(&format!("{select}{}", self.lock_clause_pub())).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(d) = found else { return Ok(None) };
+            let free = d.status == "open" && d.resolution.as_deref().is_none_or(|r| r == action);
+            if free {
+                sqlx::query(
+                    "UPDATE reconciliation_discrepancies SET resolution = $2, resolved_by = $3 WHERE id = $1 AND status = 'open'",
+                )
+                .bind(id)
+                .bind(action)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Some((free, d))
+        });
+        Ok(claimed)
+    }
+
+    /// Gives back a claim whose work failed before anything was done.
+    pub async fn release_discrepancy(&self, id: &str, action: &str) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE reconciliation_discrepancies SET resolution = NULL, resolved_by = NULL \
+                 WHERE id = $1 AND status = 'open' AND resolution = $2",
+            )
+            .bind(id)
+            .bind(action)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
     }
 
     /// The audit log, oldest first, after `after`, optionally for one run.

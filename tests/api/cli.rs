@@ -175,9 +175,11 @@ async fn reconcile_reads_a_file_once_and_refuses_another_providers_file_whole() 
     let db = TestDb::fresh().await;
     let dir = tempfile::tempdir().unwrap();
     let vnpay = dir.path().join("vnpay_PGSANDBX_20261126.csv");
+    let header =
+        "TmnCode,TransactionNo,TxnRef,TransactionType,Amount,Fee,BankCode,PayDate,OriginalTransactionNo,Status";
     std::fs::write(
         &vnpay,
-        "TmnCode,TransactionNo,TxnRef,TransactionType,Amount,Fee,BankCode,PayDate,OriginalTransactionNo,Status\r\n",
+        format!("{header}\r\nPGSANDBX,14000001,NOSUCHREF,01,625000000,165000,NCB,26/11/2026 10:00:00,,Thanh cong\r\n"),
     )
     .unwrap();
     let reconcile = |file: &std::path::Path| {
@@ -187,13 +189,20 @@ async fn reconcile_reads_a_file_once_and_refuses_another_providers_file_whole() 
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let run_id = printed["run"]["id"].as_str().unwrap().to_string();
-    assert_eq!(printed["run"]["rows_total"], 0);
+    assert_eq!(printed["run"]["rows_total"], 1);
+    assert_eq!(printed["discrepancies"][0]["class"], "missing_in_gateway");
     assert!(printed["run"]["created_by"].as_str().unwrap().starts_with("cli:"));
     let again = reconcile(&vnpay);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("reconciled before"));
     let printed: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(printed["run"]["id"], run_id.as_str());
+
+    let header_only = dir.path().join("empty_day.csv");
+    std::fs::write(&header_only, format!("{header}\r\n")).unwrap();
+    let out = reconcile(&header_only);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no data rows"));
 
     let momo = dir.path().join("momo.csv");
     std::fs::write(&momo, "partnerCode,transId,orderId,requestId,transType,amount,fee,payType,transTime,originalTransId,originalOrderId,status\r\n").unwrap();

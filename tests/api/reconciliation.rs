@@ -290,6 +290,10 @@ async fn every_discrepancy_class_is_found_and_every_action_resolves_with_compens
     r.assert_problem(422, "validation-error");
     let r = app.resolve(unlisted_d["id"].as_str().unwrap(), "move_to_suspense", "why not", &treasurer).await;
     r.assert_problem(422, "action-not-allowed");
+    // The money of a lost callback belongs to its payment: it is confirmed, never parked elsewhere.
+    let r = app.resolve(lost_d["id"].as_str().unwrap(), "move_to_suspense", "park it", &treasurer).await;
+    let p = r.assert_problem(422, "action-not-allowed");
+    assert!(p["detail"].as_str().unwrap().contains("confirm_payment, accept"), "{p}");
     let issuer = app.token(Role::Issuer).await;
     app.resolve(fee_d["id"].as_str().unwrap(), "accept", "ok", &issuer).await.assert_problem(403, "forbidden");
 
@@ -453,6 +457,15 @@ async fn bad_files_are_refused_whole_and_bad_rows_are_reported_by_line() {
     assert_eq!(app.count("reconciliation_runs").await, 0);
     assert_eq!(app.count("ledger_transactions").await, before, "nothing was written");
 
+    // A file with nothing to reconcile (a header alone) is refused: it must not replace a run.
+    let header_only = format!("{}\r\n", lines(&vnpay)[0]);
+    let p = app
+        .upload("vnpay", &today, &header_only, &treasurer)
+        .await
+        .assert_problem(422, "settlement-file-rejected")
+        .clone();
+    assert!(p["detail"].as_str().unwrap().contains("no data rows"), "{p}");
+
     // Row by row: a repeated header, thousands separators, decimals, a negative amount — each
     // reported with its line; LF line ends and a UTF-8 BOM are fine; the good row reconciles.
     let rows = lines(&vnpay);
@@ -579,4 +592,91 @@ async fn a_run_whose_reader_stops_midway_writes_nothing_and_can_be_run_again() {
     assert_eq!(r.body["run"]["rows_settled"], 2);
     assert_eq!(app.balance("provider_clearing:vnpay").await, 0);
     app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_corrected_file_undoes_the_resolutions_of_the_run_it_replaces() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    let today = vn_today().to_string();
+    let (first, _) = app.paid("vnpay", None).await;
+    app.paid("vnpay", None).await;
+    let file = lines(&app.settlement_file("vnpay").await);
+    let first_ref = merchant_ref(&app, &first).await;
+    // The provider's first file says 10,000 more for the first payment; the treasurer books it as
+    // owed back to the payer.
+    let mut wrong = file.clone();
+    let i = line_of(&wrong, &first_ref);
+    wrong[i] = set_field(&wrong[i], 4, &((PAYMENT + 10_000) * 100).to_string());
+    let r = app.upload("vnpay", &today, &join(&wrong), &treasurer).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let run_id = r.body["run"]["id"].as_str().unwrap().to_string();
+    let d = app.discrepancies(&run_id, &treasurer).await;
+    assert_eq!(d.len(), 1, "{d:#?}");
+    let r = app.resolve(d[0]["id"].as_str().unwrap(), "mark_for_refund", "payer overcharged", &treasurer).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.balance("refunds_payable").await, -10_000);
+    assert_eq!(app.balance("provider_clearing:vnpay").await, 0);
+
+    // The corrected file — which also lists a failed first attempt of the same payment before its
+    // success — replaces the run: the resolution is undone with it, the day settles cleanly.
+    let mut corrected = file.clone();
+    let i = line_of(&corrected, &first_ref);
+    let failed_attempt = set_field(&corrected[i], 9, "That bai");
+    corrected.insert(i, failed_attempt);
+    let r = app.upload("vnpay", &today, &join(&corrected), &treasurer).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["counts"], serde_json::json!([]), "{}", r.text);
+    assert_eq!(r.body["run"]["rows_settled"], 2);
+    assert_eq!(app.balance("refunds_payable").await, 0);
+    assert_eq!(app.balance("suspense").await, 0);
+    assert_eq!(app.balance("provider_clearing:vnpay").await, 0);
+    assert_eq!(app.balance("treasury_bank").await, 2 * (PAYMENT - VNPAY_FEE));
+    let reversals = app.scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'reversal'").await;
+    assert_eq!(reversals, 3, "the run's settlement, the resolution's hold and its settlement");
+
+    // The same payment listed again in another day's file is a duplicate naming the run that settled it.
+    let yesterday = vn_today() - chrono::Duration::days(1);
+    let mut other_day = vec![file[0].clone(), file[line_of(&file, &first_ref)].clone()];
+    let paid_at = other_day[1].split(',').nth(7).unwrap().to_string();
+    let moved = format!("{}{}", yesterday.format("%d/%m/%Y"), &paid_at[10..]);
+    other_day[1] = set_field(&other_day[1], 7, &moved);
+    let r = app.upload("vnpay", &yesterday.to_string(), &join(&other_day), &treasurer).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let d = &r.body["discrepancies"][0];
+    assert_eq!(d["class"], "duplicate_in_file", "{}", r.text);
+    let evidence: Value = serde_json::from_str(d["evidence"].as_str().unwrap()).unwrap();
+    assert_eq!(evidence["gateway"]["payment_id"], first.as_str());
+    assert!(evidence["gateway"]["settled_by_run"].as_str().unwrap().starts_with("rr_"));
+    assert_eq!(app.balance("treasury_bank").await, 2 * (PAYMENT - VNPAY_FEE), "settled once");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn an_upload_with_an_idempotency_key_replays_and_refuses_another_file_under_the_same_key() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    app.paid("zalopay", None).await;
+    let file = app.settlement_file("zalopay").await;
+    let query = format!("/v1/reconciliation/runs?provider=zalopay&settlement_date={}", vn_today());
+    let send = |body: String, key: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&query))
+            .bearer_auth(&treasurer)
+            .header("idempotency-key", key)
+            .header("content-type", "text/csv")
+            .body(body);
+        app.send(req)
+    };
+    let first = send(file.clone(), "recon-zalopay-1").await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let again = send(file.clone(), "recon-zalopay-1").await;
+    assert_eq!(again.status, 201, "the first answer, replayed");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["run"]["id"], first.body["run"]["id"]);
+    let other = format!("{file}{}\r\n", lines(&file)[1]);
+    send(other, "recon-zalopay-1").await.assert_problem(422, "idempotency-key-reused");
+    assert_eq!(app.count("reconciliation_runs").await, 1);
+    assert_eq!(app.balance("provider_clearing:zalopay").await, 0);
 }
