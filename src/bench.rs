@@ -27,6 +27,8 @@
 //! database (SQLite folder or `paygate_bench_<random>` database) is removed at the end, also when
 //! a phase fails.
 
+pub mod reconciliation;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

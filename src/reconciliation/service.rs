@@ -72,7 +72,9 @@ pub enum RunError {
     File(FileError),
     #[error("{0}")]
     Rejected(String),
-    #[error("another run for this provider and date was being written at the same time; send the file again")]
+    #[error(
+        "another run or resolution touching the same payments was written at the same time; nothing of this run was written — send the file again"
+    )]
     Busy,
     #[error("cannot read the file: {0}")]
     Io(String),

@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod payments;
 pub mod reconciliation;
 pub mod refunds;
+pub mod seed;
 pub mod tokens;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -108,6 +109,11 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::Unavailable(e.to_string())
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
+            // PostgreSQL gave up one of two transactions waiting on each other (deadlock, or a
+            // serialization failure): nothing of it was written; the request may be sent again.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+                StoreError::Conflict(db.message().to_string())
+            }
             sqlx::Error::Database(db) if is_busy(db.code().as_deref()) => {
                 StoreError::Unavailable(db.message().to_string())
             }

@@ -311,11 +311,119 @@ fn refund_evidence(r: &RefundCandidate) -> serde_json::Value {
 /// Rows per multi-row INSERT (well under both backends' bind-parameter limits).
 const INSERT_CHUNK: usize = 500;
 
-/// Inserts matches in chunks inside `$tx`.
-macro_rules! insert_matches {
-    ($tx:ident, $run_id:expr, $rows:expr) => {{
-        let run_id: &str = $run_id;
-        for chunk in $rows.chunks(INSERT_CHUNK) {
+/// The two statements a run repeats for every batch, written per backend: PostgreSQL takes each
+/// batch as arrays in one statement (`UNNEST`, `= ANY`), SQLite as multi-row `VALUES` / `IN` lists.
+trait BatchOps {
+    /// Payments of `provider` whose `column` (`provider_txn_id` or `merchant_ref`) is one of `keys`,
+    /// with the active run that settled each.
+    fn payments_by<'a>(
+        &'a mut self,
+        provider: &'a str,
+        column: &'static str,
+        keys: &'a [&'a str],
+    ) -> impl std::future::Future<Output = Result<Vec<Candidate>, sqlx::Error>> + Send + 'a;
+
+    fn insert_matches<'a>(
+        &'a mut self,
+        run_id: &'a str,
+        rows: &'a [MatchRow],
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+}
+
+/// Payments of the provider, with the active run that already settled each, if any. (A scalar
+/// subquery, not a join: one probe of the partial unique index per payment, where a planner could
+/// otherwise scan every match for each batch.)
+const CANDIDATE_SELECT: &str = "SELECT p.id, p.amount, p.status, p.late_success, p.notice_code, p.merchant_ref, \
+     p.provider_txn_id, (SELECT m.run_id FROM reconciliation_matches m WHERE m.target_kind = 'payment' \
+     AND m.target_id = p.id AND m.active) AS settled_run FROM payments p WHERE p.provider = $1 AND ";
+
+impl BatchOps for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn payments_by(
+        &mut self,
+        provider: &str,
+        column: &'static str,
+        keys: &[&str],
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
+        let sql = format!("{CANDIDATE_SELECT}p.{column} = ANY($2)");
+        sqlx::query_as(&sql).bind(provider).bind(keys).fetch_all(&mut **self).await
+    }
+
+    async fn insert_matches(&mut self, run_id: &str, rows: &[MatchRow]) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let line_no: Vec<i64> = rows.iter().map(|m| m.line_no).collect();
+        let kind: Vec<&str> = rows.iter().map(|m| m.target_kind).collect();
+        let target: Vec<&str> = rows.iter().map(|m| m.target_id.as_str()).collect();
+        let by: Vec<&str> = rows.iter().map(|m| m.matched_by).collect();
+        let amount: Vec<i64> = rows.iter().map(|m| m.amount).collect();
+        let fee: Vec<i64> = rows.iter().map(|m| m.fee).collect();
+        let settled: Vec<bool> = rows.iter().map(|m| m.settled).collect();
+        sqlx::query(
+            "INSERT INTO reconciliation_matches (run_id, line_no, target_kind, target_id, matched_by, amount, fee, \
+             settled, active) SELECT $1, l, k, t, b, a, f, s, s \
+             FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::boolean[]) \
+             AS u (l, k, t, b, a, f, s)",
+        )
+        .bind(run_id)
+        .bind(line_no)
+        .bind(kind)
+        .bind(target)
+        .bind(by)
+        .bind(amount)
+        .bind(fee)
+        .bind(settled)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+}
+
+impl BatchOps for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn payments_by(
+        &mut self,
+        provider: &str,
+        column: &'static str,
+        keys: &[&str],
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
+        // One JSON row per chunk instead of a row per payment: sqlx copies every value of every row
+        // between threads, which was most of a million-row run's time.
+        type Packed = (String, i64, String, i64, String, String, Option<String>, Option<String>);
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "SELECT json_group_array(json_array(p.id, p.amount, p.status, p.late_success, p.notice_code, \
+                 p.merchant_ref, p.provider_txn_id, (SELECT m.run_id FROM reconciliation_matches m \
+                 WHERE m.target_kind = 'payment' AND m.target_id = p.id AND m.active))) \
+                 FROM payments p WHERE p.provider = $1 AND p.{column} IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(provider);
+            for key in chunk {
+                q = q.bind(*key);
+            }
+            let packed: Vec<Packed> =
+                serde_json::from_str(&q.fetch_one(&mut **self).await?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            found.extend(packed.into_iter().map(
+                |(id, amount, status, late_success, notice_code, merchant_ref, provider_txn_id, settled_run)| {
+                    Candidate {
+                        id,
+                        amount,
+                        status,
+                        late_success: late_success != 0,
+                        notice_code,
+                        merchant_ref,
+                        provider_txn_id,
+                        settled_run,
+                    }
+                },
+            ));
+        }
+        Ok(found)
+    }
+
+    async fn insert_matches(&mut self, run_id: &str, rows: &[MatchRow]) -> Result<(), sqlx::Error> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO reconciliation_matches (run_id, line_no, target_kind, target_id, matched_by, amount, fee, \
                  settled, active) ",
@@ -332,9 +440,10 @@ macro_rules! insert_matches {
                     // Active = settled: only a settled row holds its payment against other runs.
                     .push_bind(m.settled);
             });
-            qb.build().execute(&mut *$tx).await?;
+            qb.build().execute(&mut **self).await?;
         }
-    }};
+        Ok(())
+    }
 }
 
 /// Inserts discrepancies in chunks inside `$tx`.
@@ -570,10 +679,6 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 \
              AND status = 'active'{lock}"
         );
-        // Payments of the provider, with the active run that already settled each, if any.
-        let by_txn_head = "SELECT p.id, p.amount, p.status, p.late_success, p.notice_code, p.merchant_ref, \
-             p.provider_txn_id, m.run_id AS settled_run FROM payments p LEFT JOIN reconciliation_matches m \
-             ON m.target_kind = 'payment' AND m.target_id = p.id AND m.active WHERE p.provider = $1 AND ";
         let outcome = begin_write!(self, pool, tx => {
             let existing: Option<RunRecord> = sqlx::query_as(&find_existing)
                 .bind(spec.provider)
@@ -692,16 +797,9 @@ impl Store {
                 let firsts = || rows.iter().filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Payment);
                 let txn_ids: Vec<&str> = firsts().map(|(r, _)| r.provider_txn_id.as_str()).collect();
                 let mut by_txn: HashMap<String, Candidate> = HashMap::new();
-                for chunk in txn_ids.chunks(INSERT_CHUNK) {
-                    let sql = format!("{by_txn_head}p.provider_txn_id IN ({})", placeholders(2, chunk.len()));
-                    let mut q = sqlx::query_as::<_, Candidate>(&sql).bind(spec.provider);
-                    for id in chunk {
-                        q = q.bind(*id);
-                    }
-                    for c in q.fetch_all(&mut *tx).await? {
-                        if let Some(txn) = c.provider_txn_id.clone() {
-                            by_txn.entry(txn).or_insert(c);
-                        }
+                for c in tx.payments_by(spec.provider, "provider_txn_id", &txn_ids).await? {
+                    if let Some(txn) = c.provider_txn_id.clone() {
+                        by_txn.entry(txn).or_insert(c);
                     }
                 }
                 let refs: Vec<&str> = firsts()
@@ -709,15 +807,8 @@ impl Store {
                     .map(|(r, _)| r.merchant_ref.as_str())
                     .collect();
                 let mut by_ref: HashMap<String, Candidate> = HashMap::new();
-                for chunk in refs.chunks(INSERT_CHUNK) {
-                    let sql = format!("{by_txn_head}p.merchant_ref IN ({})", placeholders(2, chunk.len()));
-                    let mut q = sqlx::query_as::<_, Candidate>(&sql).bind(spec.provider);
-                    for r in chunk {
-                        q = q.bind(*r);
-                    }
-                    for c in q.fetch_all(&mut *tx).await? {
-                        by_ref.insert(c.merchant_ref.clone(), c);
-                    }
+                for c in tx.payments_by(spec.provider, "merchant_ref", &refs).await? {
+                    by_ref.insert(c.merchant_ref.clone(), c);
                 }
                 // Refunds this batch may be: by the provider's refund id.
                 let refund_ids: Vec<&str> = rows
@@ -767,8 +858,8 @@ impl Store {
                                     && let Some(code) = &row.notice_code
                                 {
                                     let candidates: Vec<Candidate> = sqlx::query_as(&format!(
-                                        "{by_txn_head}p.notice_code = $2 AND p.amount = $3 AND p.created_at >= $4 \
-                                         AND p.created_at <= $5 AND m.run_id IS NULL ORDER BY p.created_at, p.id"
+                                        "{CANDIDATE_SELECT}p.notice_code = $2 AND p.amount = $3 AND p.created_at >= $4 \
+                                         AND p.created_at <= $5 ORDER BY p.created_at, p.id"
                                     ))
                                     .bind(spec.provider)
                                     .bind(code)
@@ -779,7 +870,9 @@ impl Store {
                                     .await?;
                                     payment = candidates
                                         .into_iter()
-                                        .find(|c| !state.matched.contains(&fingerprint(&["p", &c.id])))
+                                        .find(|c| {
+                                            c.settled_run.is_none() && !state.matched.contains(&fingerprint(&["p", &c.id]))
+                                        })
                                         .map(|c| (c, "amount_window"));
                                 }
                             }
@@ -811,7 +904,7 @@ impl Store {
                     matches.extend(judged.matched);
                     discrepancies.extend(judged.discrepancy);
                 }
-                insert_matches!(tx, &spec.id, matches);
+                tx.insert_matches(&spec.id, &matches).await?;
                 insert_discrepancies!(tx, &spec.id, discrepancies, at);
             }
             if let Some(reason) = rejected {
@@ -843,8 +936,9 @@ impl Store {
                 // Recorded (inactive: nothing settled) so that the record is not also "missing in file".
                 late_matches.extend(judged.matched);
                 late.extend(judged.discrepancy);
+                state.matched.insert(key);
             }
-            insert_matches!(tx, &spec.id, late_matches);
+            tx.insert_matches(&spec.id, &late_matches).await?;
             insert_discrepancies!(tx, &spec.id, late, at);
 
             // What the gateway confirmed that day and the file does not list.
@@ -854,32 +948,31 @@ impl Store {
                  JOIN payments p ON p.id = x.payment_id \
                  WHERE x.kind IN ('payment_confirmed', 'suspense') AND x.created_at >= $2 AND x.created_at < $3 \
                  AND p.provider = $1 AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
-                 WHERE m.target_kind = 'payment' AND m.target_id = p.id AND (m.active OR m.run_id = $4)) \
+                 WHERE m.target_kind = 'payment' AND m.target_id = p.id AND m.active) \
                  ORDER BY x.created_at, p.id",
             )
             .bind(spec.provider)
             .bind(spec.day.0)
             .bind(spec.day.1)
-            .bind(&spec.id)
             .fetch_all(&mut *tx)
             .await?;
             let unlisted_refunds: Vec<RefundCandidate> = sqlx::query_as(
                 "SELECT f.id, f.amount, f.status, f.provider_ref, f.payment_id FROM refunds f JOIN payments p \
                  ON p.id = f.payment_id WHERE p.provider = $1 AND f.status = 'succeeded' AND f.updated_at >= $2 \
                  AND f.updated_at < $3 AND NOT EXISTS (SELECT 1 FROM reconciliation_matches m \
-                 WHERE m.target_kind = 'refund' AND m.target_id = f.id AND (m.active OR m.run_id = $4)) \
+                 WHERE m.target_kind = 'refund' AND m.target_id = f.id AND m.active) \
                  ORDER BY f.updated_at, f.id",
             )
             .bind(spec.provider)
             .bind(spec.day.0)
             .bind(spec.day.1)
-            .bind(&spec.id)
             .fetch_all(&mut *tx)
             .await?;
             let mut missing: Vec<NewDiscrepancy> = Vec::new();
             let mut seen_payments = HashSet::new();
             for Unlisted { candidate: c, confirmed_at } in unlisted {
-                if !seen_payments.insert(c.id.clone()) {
+                // Rows of this file that named it (settled or not) already account for it.
+                if state.matched.contains(&fingerprint(&["p", &c.id])) || !seen_payments.insert(c.id.clone()) {
                     continue;
                 }
                 let mut gateway = payment_evidence(&c);
@@ -902,6 +995,9 @@ impl Store {
                 });
             }
             for f in unlisted_refunds {
+                if state.matched.contains(&fingerprint(&["r", &f.id])) {
+                    continue;
+                }
                 missing.push(NewDiscrepancy {
                     class: DiscrepancyClass::MissingInFile,
                     line_no: None,
