@@ -110,7 +110,8 @@ pub struct AuditRecord {
     pub at: DateTime<Utc>,
     /// The token name (or `cli:<user>`) that acted.
     pub actor: String,
-    /// `run_created`, `run_superseding` (a run that replaced another), `discrepancy_resolved:<action>`.
+    /// `run_created`, `run_superseding` (a run that replaced another), `run_superseded` (the run it
+    /// replaced, with the reversals), `discrepancy_resolved:<action>`.
     pub action: String,
     pub run_id: Option<String>,
     pub discrepancy_id: Option<String>,
@@ -727,6 +728,9 @@ impl Store {
                     let id = insert_posting!(tx, &plan, at);
                     ledger_tx_ids.push(id);
                 }
+                let note = format!("superseded by run {} (a corrected file); its settlement reversed", spec.id);
+                insert_audit!(tx, at, spec.created_by, "run_superseded", Some(old.id.as_str()), None::<&str>, Some(note),
+                    &ledger_tx_ids);
             }
             sqlx::query(
                 "INSERT INTO reconciliation_runs (id, provider, settlement_date, file_sha256, file_bytes, format, status, \

@@ -386,6 +386,11 @@ async fn a_corrected_file_supersedes_the_run_reversing_its_settlement_and_histor
     let reversals =
         app.scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'reversal' AND corrects IS NOT NULL").await;
     assert_eq!(reversals, 2, "the run's settlement and its resolution's");
+    let auditor = app.token(Role::Auditor).await;
+    let audit = app.get(&format!("/v1/reconciliation/audit?run_id={old_run}"), Some(&auditor)).await;
+    let actions: Vec<&str> =
+        audit.body["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["run_created", "discrepancy_resolved:confirm_payment", "run_superseded"]);
 
     let old = app.get(&format!("/v1/reconciliation/runs/{old_run}"), Some(&treasurer)).await;
     assert_eq!(old.body["run"]["status"], "superseded");
@@ -398,7 +403,6 @@ async fn a_corrected_file_supersedes_the_run_reversing_its_settlement_and_histor
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.body["run"]["id"], old_run.as_str());
     assert_eq!(app.balance("treasury_bank").await, 3 * (PAYMENT - VNPAY_FEE));
-    let auditor = app.token(Role::Auditor).await;
     let export = app.get(&format!("/v1/exports/treasury?date={today}"), Some(&auditor)).await;
     assert_eq!(export.body["total_amount"], 3 * PAYMENT, "{}", export.text);
     app.assert_ledger_invariants().await;
