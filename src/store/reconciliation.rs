@@ -244,6 +244,8 @@ struct RefundCandidate {
     status: String,
     provider_ref: Option<String>,
     payment_id: String,
+    /// The active run that already settled this refund.
+    settled_run: Option<String>,
 }
 
 /// A 128-bit fingerprint of a string, for the run's in-memory sets (a million ids in 16 bytes each).
@@ -338,7 +340,7 @@ const CANDIDATE_SELECT: &str = "SELECT p.id, p.amount, p.status, p.late_success,
      p.provider_txn_id, (SELECT m.run_id FROM reconciliation_matches m WHERE m.target_kind = 'payment' \
      AND m.target_id = p.id AND m.active) AS settled_run FROM payments p WHERE p.provider = $1 AND ";
 
-impl BatchOps for sqlx::Transaction<'_, sqlx::Postgres> {
+impl BatchOps for sqlx::PgConnection {
     async fn payments_by(
         &mut self,
         provider: &str,
@@ -346,7 +348,7 @@ impl BatchOps for sqlx::Transaction<'_, sqlx::Postgres> {
         keys: &[&str],
     ) -> Result<Vec<Candidate>, sqlx::Error> {
         let sql = format!("{CANDIDATE_SELECT}p.{column} = ANY($2)");
-        sqlx::query_as(&sql).bind(provider).bind(keys).fetch_all(&mut **self).await
+        sqlx::query_as(&sql).bind(provider).bind(keys).fetch_all(&mut *self).await
     }
 
     async fn insert_matches(&mut self, run_id: &str, rows: &[MatchRow]) -> Result<(), sqlx::Error> {
@@ -374,13 +376,13 @@ impl BatchOps for sqlx::Transaction<'_, sqlx::Postgres> {
         .bind(amount)
         .bind(fee)
         .bind(settled)
-        .execute(&mut **self)
+        .execute(&mut *self)
         .await?;
         Ok(())
     }
 }
 
-impl BatchOps for sqlx::Transaction<'_, sqlx::Sqlite> {
+impl BatchOps for sqlx::SqliteConnection {
     async fn payments_by(
         &mut self,
         provider: &str,
@@ -404,7 +406,7 @@ impl BatchOps for sqlx::Transaction<'_, sqlx::Sqlite> {
                 q = q.bind(*key);
             }
             let packed: Vec<Packed> =
-                serde_json::from_str(&q.fetch_one(&mut **self).await?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                serde_json::from_str(&q.fetch_one(&mut *self).await?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             found.extend(packed.into_iter().map(
                 |(id, amount, status, late_success, notice_code, merchant_ref, provider_txn_id, settled_run)| {
                     Candidate {
@@ -441,7 +443,7 @@ impl BatchOps for sqlx::Transaction<'_, sqlx::Sqlite> {
                     // Active = settled: only a settled row holds its payment against other runs.
                     .push_bind(m.settled);
             });
-            qb.build().execute(&mut **self).await?;
+            qb.build().execute(&mut *self).await?;
         }
         Ok(())
     }
@@ -519,11 +521,94 @@ macro_rules! transfers_of {
     }};
 }
 
+/// One batch, split and looked up ahead of the writer.
+struct Staged {
+    /// Readable rows with their occurrence (1 for the first successful row of a transaction id).
+    rows: Vec<(SettlementRow, i64)>,
+    errors: Vec<RowError>,
+    rows_total: i64,
+    by_txn: HashMap<String, Candidate>,
+    by_ref: HashMap<String, Candidate>,
+    refunds: HashMap<String, RefundCandidate>,
+}
+
+enum StagedInput {
+    Batch(Staged),
+    Reject(String),
+    End,
+    Failed(StoreError),
+}
+
+/// Counts occurrences and looks up each batch's payments and refunds on a connection of its own,
+/// one batch ahead of the run's transaction. A match of the run being superseded still looks
+/// active from here (its deactivation is not committed yet): it is not counted as settled.
+async fn look_up_ahead(
+    store: Store,
+    provider: String,
+    superseded: Option<String>,
+    mut input: tokio::sync::mpsc::Receiver<RunInput>,
+    out: tokio::sync::mpsc::Sender<StagedInput>,
+) {
+    let mut seen: HashMap<u128, i64> = HashMap::new();
+    while let Some(message) = input.recv().await {
+        let batch = match message {
+            RunInput::Rows(batch) => batch,
+            RunInput::Reject(reason) => {
+                let _ = out.send(StagedInput::Reject(reason)).await;
+                return;
+            }
+            RunInput::End => {
+                let _ = out.send(StagedInput::End).await;
+                return;
+            }
+        };
+        let rows_total = batch.len() as i64;
+        let mut rows: Vec<(SettlementRow, i64)> = Vec::with_capacity(batch.len());
+        let mut errors: Vec<RowError> = Vec::new();
+        for item in batch {
+            match item {
+                Ok(row) if row.success => {
+                    let kind = if row.kind == RowKind::Refund { "r" } else { "p" };
+                    let n = seen.entry(fingerprint(&[kind, &row.provider_txn_id])).or_insert(0);
+                    *n += 1;
+                    let occurrence = *n;
+                    rows.push((row, occurrence));
+                }
+                Ok(row) => rows.push((row, 1)),
+                Err(e) => errors.push(e),
+            }
+        }
+        let staged = match store.look_up(&provider, &rows).await {
+            Ok((mut by_txn, mut by_ref, mut refunds)) => {
+                if let Some(old) = &superseded {
+                    for c in by_txn.values_mut().chain(by_ref.values_mut()) {
+                        if c.settled_run.as_ref() == Some(old) {
+                            c.settled_run = None;
+                        }
+                    }
+                    for f in refunds.values_mut() {
+                        if f.settled_run.as_ref() == Some(old) {
+                            f.settled_run = None;
+                        }
+                    }
+                }
+                StagedInput::Batch(Staged { rows, errors, rows_total, by_txn, by_ref, refunds })
+            }
+            Err(e) => {
+                let _ = out.send(StagedInput::Failed(e)).await;
+                return;
+            }
+        };
+        if out.send(staged).await.is_err() {
+            return;
+        }
+    }
+    // The reader stopped without saying so: the writer sees the channel close and rolls back.
+}
+
 /// Per-run matching state kept in memory: fingerprints only, so a million rows stay small.
 #[derive(Default)]
 struct RunState {
-    /// Occurrences of each (kind, provider transaction id) so far.
-    seen: HashMap<u128, i64>,
     /// Payments and refunds this run has matched.
     matched: HashSet<u128>,
     rows_total: i64,
@@ -658,6 +743,61 @@ impl Store {
         })?)
     }
 
+    /// The payments (by provider transaction id, then by merchant reference) and refunds (by the
+    /// provider's refund id) that a batch of rows may be, from committed data.
+    #[allow(clippy::type_complexity)]
+    async fn look_up(
+        &self,
+        provider: &str,
+        rows: &[(SettlementRow, i64)],
+    ) -> StoreResult<(HashMap<String, Candidate>, HashMap<String, Candidate>, HashMap<String, RefundCandidate>)> {
+        let firsts = || rows.iter().filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Payment);
+        let txn_ids: Vec<&str> = firsts().map(|(r, _)| r.provider_txn_id.as_str()).collect();
+        let refund_ids: Vec<&str> = rows
+            .iter()
+            .filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Refund)
+            .map(|(r, _)| r.provider_txn_id.as_str())
+            .collect();
+        let looked = on_pool!(self, pool => {
+            let mut conn = pool.acquire().await?;
+            let mut by_txn: HashMap<String, Candidate> = HashMap::new();
+            for c in conn.payments_by(provider, "provider_txn_id", &txn_ids).await? {
+                if let Some(txn) = c.provider_txn_id.clone() {
+                    by_txn.entry(txn).or_insert(c);
+                }
+            }
+            let refs: Vec<&str> = firsts()
+                .filter(|(r, _)| !by_txn.contains_key(&r.provider_txn_id) && !r.merchant_ref.is_empty())
+                .map(|(r, _)| r.merchant_ref.as_str())
+                .collect();
+            let mut by_ref: HashMap<String, Candidate> = HashMap::new();
+            for c in conn.payments_by(provider, "merchant_ref", &refs).await? {
+                by_ref.insert(c.merchant_ref.clone(), c);
+            }
+            let mut refunds: HashMap<String, RefundCandidate> = HashMap::new();
+            for chunk in refund_ids.chunks(INSERT_CHUNK) {
+                let sql = format!(
+                    "SELECT f.id, f.amount, f.status, f.provider_ref, f.payment_id, (SELECT m.run_id FROM \
+                     reconciliation_matches m WHERE m.target_kind = 'refund' AND m.target_id = f.id AND m.active) \
+                     AS settled_run FROM refunds f JOIN payments p ON p.id = f.payment_id WHERE p.provider = $1 \
+                     AND f.provider_ref IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query_as::<_, RefundCandidate>(&sql).bind(provider);
+                for r in chunk {
+                    q = q.bind(*r);
+                }
+                for f in q.fetch_all(&mut *conn).await? {
+                    if let Some(key) = f.provider_ref.clone() {
+                        refunds.entry(key).or_insert(f);
+                    }
+                }
+            }
+            Ok::<_, sqlx::Error>((by_txn, by_ref, refunds))
+        })?;
+        Ok(looked)
+    }
+
     pub async fn find_run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1");
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?)
@@ -668,7 +808,7 @@ impl Store {
     pub async fn run_reconciliation(
         &self,
         spec: &RunSpec<'_>,
-        mut input: tokio::sync::mpsc::Receiver<RunInput>,
+        input: tokio::sync::mpsc::Receiver<RunInput>,
     ) -> StoreResult<RunOutcome> {
         let date = spec.settlement_date.to_string();
         let at = now();
@@ -759,34 +899,25 @@ impl Store {
             let mut state = RunState::default();
             let mut rejected: Option<String> = None;
             let mut ended = false;
-            while let Some(message) = input.recv().await {
-                let batch = match message {
-                    RunInput::Reject(reason) => {
+            // Lookups run one batch ahead, on another connection (payments and other runs' matches
+            // are committed data), while this transaction writes the batch before.
+            let (staged_sender, mut staged) = tokio::sync::mpsc::channel(2);
+            let superseded = old.as_ref().map(|o| o.id.clone());
+            tokio::spawn(look_up_ahead(self.clone(), spec.provider.to_string(), superseded, input, staged_sender));
+            while let Some(message) = staged.recv().await {
+                let Staged { rows, errors, rows_total, by_txn, by_ref, refunds } = match message {
+                    StagedInput::Reject(reason) => {
                         rejected = Some(reason);
                         break;
                     }
-                    RunInput::End => {
+                    StagedInput::End => {
                         ended = true;
                         break;
                     }
-                    RunInput::Rows(batch) => batch,
+                    StagedInput::Failed(e) => return Err(e),
+                    StagedInput::Batch(batch) => batch,
                 };
-                let mut rows: Vec<(SettlementRow, i64)> = Vec::with_capacity(batch.len());
-                let mut errors: Vec<RowError> = Vec::new();
-                for item in batch {
-                    state.rows_total += 1;
-                    match item {
-                        Ok(row) if row.success => {
-                            let kind = if row.kind == RowKind::Refund { "r" } else { "p" };
-                            let n = state.seen.entry(fingerprint(&[kind, &row.provider_txn_id])).or_insert(0);
-                            *n += 1;
-                            let occurrence = *n;
-                            rows.push((row, occurrence));
-                        }
-                        Ok(row) => rows.push((row, 1)),
-                        Err(e) => errors.push(e),
-                    }
-                }
+                state.rows_total += rows_total;
                 state.rows_invalid += errors.len() as i64;
                 for chunk in errors.chunks(INSERT_CHUNK) {
                     let mut qb =
@@ -795,49 +926,6 @@ impl Store {
                         b.push_bind(spec.id.as_str()).push_bind(e.line as i64).push_bind(e.reason.as_str()).push_bind(e.raw.as_str());
                     });
                     qb.build().execute(&mut *tx).await?;
-                }
-
-                // Payments this batch may be: by provider transaction id, then by merchant reference.
-                let firsts = || rows.iter().filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Payment);
-                let txn_ids: Vec<&str> = firsts().map(|(r, _)| r.provider_txn_id.as_str()).collect();
-                let mut by_txn: HashMap<String, Candidate> = HashMap::new();
-                for c in tx.payments_by(spec.provider, "provider_txn_id", &txn_ids).await? {
-                    if let Some(txn) = c.provider_txn_id.clone() {
-                        by_txn.entry(txn).or_insert(c);
-                    }
-                }
-                let refs: Vec<&str> = firsts()
-                    .filter(|(r, _)| !by_txn.contains_key(&r.provider_txn_id) && !r.merchant_ref.is_empty())
-                    .map(|(r, _)| r.merchant_ref.as_str())
-                    .collect();
-                let mut by_ref: HashMap<String, Candidate> = HashMap::new();
-                for c in tx.payments_by(spec.provider, "merchant_ref", &refs).await? {
-                    by_ref.insert(c.merchant_ref.clone(), c);
-                }
-                // Refunds this batch may be: by the provider's refund id.
-                let refund_ids: Vec<&str> = rows
-                    .iter()
-                    .filter(|(r, occ)| *occ == 1 && r.kind == RowKind::Refund)
-                    .map(|(r, _)| r.provider_txn_id.as_str())
-                    .collect();
-                let mut refunds: HashMap<String, RefundCandidate> = HashMap::new();
-                for chunk in refund_ids.chunks(INSERT_CHUNK) {
-                    let sql = format!(
-                        "SELECT f.id, f.amount, f.status, f.provider_ref, f.payment_id FROM refunds f \
-                         JOIN payments p ON p.id = f.payment_id WHERE p.provider = $1 AND NOT EXISTS (SELECT 1 FROM \
-                         reconciliation_matches m WHERE m.target_kind = 'refund' AND m.target_id = f.id AND m.active) \
-                         AND f.provider_ref IN ({})",
-                        placeholders(2, chunk.len())
-                    );
-                    let mut q = sqlx::query_as::<_, RefundCandidate>(&sql).bind(spec.provider);
-                    for r in chunk {
-                        q = q.bind(*r);
-                    }
-                    for f in q.fetch_all(&mut *tx).await? {
-                        if let Some(key) = f.provider_ref.clone() {
-                            refunds.entry(key).or_insert(f);
-                        }
-                    }
                 }
 
                 let mut matches: Vec<MatchRow> = Vec::new();
@@ -883,7 +971,9 @@ impl Store {
                             RowKind::Refund => {
                                 refund = refunds
                                     .get(&row.provider_txn_id)
-                                    .filter(|f| !state.matched.contains(&fingerprint(&["r", &f.id])))
+                                    .filter(|f| {
+                                        f.settled_run.is_none() && !state.matched.contains(&fingerprint(&["r", &f.id]))
+                                    })
                                     .cloned();
                             }
                         }
