@@ -89,7 +89,9 @@ pub struct DiscrepancyRecord {
     pub expected_fee: Option<i64>,
     pub file_status: Option<String>,
     pub ledger_status: Option<String>,
-    /// JSON: the file row (`file`) and the gateway record (`gateway`).
+    /// The file row (`file`: line, raw text, parsed fields) and the gateway record (`gateway`).
+    #[serde(serialize_with = "json_text")]
+    #[schema(value_type = Object)]
     pub evidence: String,
     /// `open`, `resolved`, or `superseded` (its run was replaced by a corrected file).
     pub status: String,
@@ -102,6 +104,14 @@ pub struct DiscrepancyRecord {
 const DISCREPANCY_COLUMNS: &str = "id, run_id, class, line_no, row_kind, provider_txn_id, occurrence, target_kind, \
      target_id, file_amount, ledger_amount, file_fee, expected_fee, file_status, ledger_status, evidence, status, \
      resolution, resolved_by, resolved_at, created_at";
+
+/// Writes JSON stored as text as the JSON value it is (text that is not JSON stays a string).
+fn json_text<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => value.serialize(serializer),
+        Err(_) => serializer.serialize_str(text),
+    }
+}
 
 /// One entry of the audit log.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
@@ -117,7 +127,9 @@ pub struct AuditRecord {
     pub discrepancy_id: Option<String>,
     /// Why (the resolution's note), or a summary.
     pub note: Option<String>,
-    /// JSON array of the ledger transactions written.
+    /// The ledger transactions written (ids).
+    #[serde(serialize_with = "json_text")]
+    #[schema(value_type = Vec<String>)]
     pub ledger_tx_ids: String,
 }
 
