@@ -533,6 +533,9 @@ macro_rules! transfers_of {
     }};
 }
 
+/// Runs of this process, one at a time (see [`Store::run_reconciliation`]).
+static RUN_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// One batch, split and looked up ahead of the writer.
 struct Staged {
     /// Readable rows with their occurrence (1 for the first successful row of a transaction id).
@@ -822,6 +825,10 @@ impl Store {
         spec: &RunSpec<'_>,
         input: tokio::sync::mpsc::Receiver<RunInput>,
     ) -> StoreResult<RunOutcome> {
+        // A run holds two connections (its transaction, and its look-ups one batch ahead): runs of
+        // this process go one at a time, so that several of them can never hold every connection of
+        // the pool while waiting for one more. (Runs of different processes each have their own pool.)
+        let _one_at_a_time = RUN_GATE.acquire().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let date = spec.settlement_date.to_string();
         let at = now();
         let lock = self.lock_clause_pub();
