@@ -308,8 +308,11 @@ impl Config {
                 "must start with sqlite: or postgres:// (the value is not shown: it may hold a password)",
             ));
         }
-        if self.database.max_connections == 0 {
-            return Err(ConfigError::new("database.max_connections", "must be at least 1"));
+        if self.database.max_connections < 2 {
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be at least 2 (a reconciliation run reads ahead on a second connection)",
+            ));
         }
         if self.database.acquire_timeout_secs == 0 {
             return Err(ConfigError::new("database.acquire_timeout_secs", "must be at least 1"));

@@ -80,7 +80,7 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
             None => return Err(Problem::not_found(format!("No discrepancy {id}."))),
         }
         if d.file_amount != Some(p.amount) {
-            store.release_discrepancy(id, req.action.as_str()).await?;
+            release(store, id, req.action).await;
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "amount-differs",
@@ -107,7 +107,7 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
         match store.apply_payment_update(PaymentKey::Id(&p.id), &update).await? {
             Applied::Moved { .. } | Applied::Duplicate(_) | Applied::LateSuccess(_) => {}
             other => {
-                store.release_discrepancy(id, req.action.as_str()).await?;
+                release(store, id, req.action).await;
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
                     "payment-not-confirmable",
@@ -137,6 +137,14 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
         }
         Resolved::NotOpen(d) => Err(not_open(&d)),
         Resolved::NotFound => Err(Problem::not_found(format!("No discrepancy {id}."))),
+    }
+}
+
+/// Gives the claim back; if that fails, the claim stays (only the same action can then finish the
+/// discrepancy) and the caller still gets the answer that explains what went wrong.
+async fn release(store: &Store, id: &str, action: ResolutionAction) {
+    if let Err(e) = store.release_discrepancy(id, action.as_str()).await {
+        tracing::warn!(error = %e, discrepancy = id, "could not release a discrepancy's claim");
     }
 }
 

@@ -960,10 +960,7 @@ impl Store {
                                     .get(&row.provider_txn_id)
                                     .map(|c| (c.clone(), "provider_txn_id"))
                                     .or_else(|| by_ref.get(&row.merchant_ref).map(|c| (c.clone(), "merchant_ref")));
-                                payment = found.filter(|(c, _)| {
-                                    !state.matched.contains(&fingerprint(&["p", &c.id]))
-                                        && c.settled_run.as_deref() != Some(spec.id.as_str())
-                                });
+                                payment = found.filter(|(c, _)| !state.matched.contains(&fingerprint(&["p", &c.id])));
                                 if payment.is_none()
                                     && row.success
                                     && let Some(code) = &row.notice_code
