@@ -739,6 +739,13 @@ fn judge_row(
     Judged { settle, has_target: matched.is_some(), matched, discrepancy }
 }
 
+/// The run made from a provider's file for a date (its key).
+fn run_by_file_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 AND file_sha256 = $3"
+    )
+}
+
 fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
@@ -750,9 +757,7 @@ impl Store {
         date: NaiveDate,
         sha256: &str,
     ) -> StoreResult<Option<RunRecord>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 AND file_sha256 = $3"
-        );
+        let sql = run_by_file_sql();
         Ok(on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(provider).bind(date.to_string()).bind(sha256).fetch_optional(pool).await
         })?)
@@ -832,9 +837,7 @@ impl Store {
         let date = spec.settlement_date.to_string();
         let at = now();
         let lock = self.lock_clause_pub();
-        let find_existing = format!(
-            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 AND file_sha256 = $3"
-        );
+        let find_existing = run_by_file_sql();
         let find_active = format!(
             "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE provider = $1 AND settlement_date = $2 \
              AND status = 'active'{lock}"

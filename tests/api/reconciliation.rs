@@ -683,4 +683,5 @@ async fn an_upload_with_an_idempotency_key_replays_and_refuses_another_file_unde
     send(other, "recon-zalopay-1").await.assert_problem(422, "idempotency-key-reused");
     assert_eq!(app.count("reconciliation_runs").await, 1);
     assert_eq!(app.balance("provider_clearing:zalopay").await, 0);
+    app.assert_ledger_invariants().await;
 }
