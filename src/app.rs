@@ -17,11 +17,14 @@ use crate::obligations::RuleBook;
 use crate::providers::Providers;
 use crate::reconciliation::service::Mappings;
 use crate::store::Store;
+use crate::store::group_commit::PaymentWriter;
 use crate::telemetry::Metrics;
 
 pub struct Inner {
     pub config: Config,
     pub store: Store,
+    /// Applies payment updates in batches (group commit); see [`crate::store::group_commit`].
+    pub payment_writer: PaymentWriter,
     pub metrics: Metrics,
     /// The validated rule tables in force for calculations.
     pub rules: Arc<RuleBook>,
@@ -71,9 +74,12 @@ impl Application {
             url => url.to_string(),
         };
         let providers = Providers::from_config(&config.providers, &config.partner_banks(), &public_base_url)?;
+        let payment_writer =
+            PaymentWriter::start(store.clone(), config.database.payment_writers, config.database.payment_batch_max);
         let state = AppState(Arc::new(Inner {
             config,
             store,
+            payment_writer,
             metrics: Metrics::new(),
             rules,
             providers,

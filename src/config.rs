@@ -170,6 +170,11 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
     pub migrate_on_start: bool,
+    /// Tasks that apply payment updates (callbacks, expiries) in batches; see
+    /// [`crate::store::group_commit`]. One is right for SQLite (it has one writer).
+    pub payment_writers: usize,
+    /// The most updates one batch (one transaction) applies.
+    pub payment_batch_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +318,12 @@ impl Config {
                 "database.max_connections",
                 "must be at least 2 (a reconciliation run reads ahead on a second connection)",
             ));
+        }
+        if self.database.payment_writers == 0 || self.database.payment_writers > 16 {
+            return Err(ConfigError::new("database.payment_writers", "must be between 1 and 16"));
+        }
+        if self.database.payment_batch_max == 0 || self.database.payment_batch_max > 5000 {
+            return Err(ConfigError::new("database.payment_batch_max", "must be between 1 and 5000"));
         }
         if self.database.acquire_timeout_secs == 0 {
             return Err(ConfigError::new("database.acquire_timeout_secs", "must be at least 1"));

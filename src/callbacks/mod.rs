@@ -45,7 +45,7 @@ pub async fn handle(state: &AppState, provider: &str, raw: &RawCallback<'_>, rec
     };
     let mut record = record;
     record.merchant_ref = Some(event.merchant_ref.clone());
-    match payments::apply_provider_event(state, &event, "callback", Some(&record)).await {
+    match payments::apply_provider_event(state, &event, "callback", Some(record.clone())).await {
         Ok(Some(applied)) => Handled::Applied(event, Some(applied)),
         Ok(None) => {
             keep(state, record, "verified", "pending_reported", None).await;
@@ -71,8 +71,9 @@ pub async fn keep(
     record.outcome = Some(outcome.into());
     record.detail = detail;
     record.processed_at = Some(crate::store::now());
-    if let Err(e) = state.store.insert_inbox(&record).await {
-        tracing::error!(inbox_id = %record.id, error = %e, "callback could not be kept in the inbox");
+    let id = record.id.clone();
+    if let Err(e) = state.payment_writer.keep(record).await {
+        tracing::error!(inbox_id = %id, error = %e, "callback could not be kept in the inbox");
     }
 }
 
@@ -137,7 +138,7 @@ pub async fn handle_bank(
     };
     let mut record = record;
     record.merchant_ref = Some(payment.merchant_ref.clone());
-    match payments::apply_provider_event(state, &event, "bank_notification", Some(&record)).await {
+    match payments::apply_provider_event(state, &event, "bank_notification", Some(record.clone())).await {
         // A different transfer that raced another one onto the same payment is new money: kept.
         Ok(Some(Applied::Duplicate(_) | Applied::Stale(_))) => {
             match state.store.find_payment(crate::store::payments::PaymentKey::Id(&payment.id)).await {

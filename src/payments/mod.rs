@@ -21,6 +21,7 @@ use crate::store::now;
 use crate::store::payments::{Applied, PaymentKey, PaymentRecord, PaymentUpdate};
 use state::{PaymentEvent, PaymentStatus};
 
+pub mod batch;
 pub mod poller;
 pub mod state;
 
@@ -214,7 +215,7 @@ pub async fn create(
                 at: now(),
                 inbox: None,
             };
-            state.store.apply_payment_update(PaymentKey::Id(&payment.id), &update).await?;
+            state.store.apply_payment_update(PaymentKey::Id(&payment.id), update).await?;
             Err(Problem::new(
                 axum::http::StatusCode::BAD_GATEWAY,
                 "provider-unavailable",
@@ -247,8 +248,8 @@ fn group(amount: i64) -> String {
 pub async fn apply_provider_event(
     state: &AppState,
     event: &ProviderEvent,
-    cause: &str,
-    inbox: Option<&crate::store::inbox::InboxRecord>,
+    cause: &'static str,
+    inbox: Option<crate::store::inbox::InboxRecord>,
 ) -> Result<Option<Applied>, crate::store::StoreError> {
     let payment_event = match &event.outcome {
         Outcome::Succeeded => PaymentEvent::ProviderSucceeded,
@@ -262,7 +263,7 @@ pub async fn apply_provider_event(
     let update = PaymentUpdate {
         event: payment_event,
         amount: Some(event.amount),
-        provider_txn_id: event.provider_txn_id.as_deref(),
+        provider_txn_id: event.provider_txn_id.clone(),
         cause,
         detail: serde_json::json!({
             "provider": event.provider, "provider_code": event.provider_code,
@@ -272,7 +273,7 @@ pub async fn apply_provider_event(
         at: now(),
         inbox,
     };
-    let applied = state.store.apply_payment_update(PaymentKey::MerchantRef(&event.merchant_ref), &update).await?;
+    let applied = state.payment_writer.apply(PaymentKey::MerchantRef(&event.merchant_ref), update).await?;
     match &applied {
         Applied::Moved { status, paid_notice, refund_due } => {
             tracing::info!(merchant_ref = %event.merchant_ref, status = status.as_str(), paid_notice,

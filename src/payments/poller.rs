@@ -79,7 +79,7 @@ async fn poll_one(
             at: now,
             inbox: None,
         };
-        state.store.apply_payment_update(PaymentKey::Id(&p.id), &update).await?;
+        state.payment_writer.apply(PaymentKey::Id(&p.id), update).await?;
         report.expired += 1;
     } else {
         // Back off: 1, 2, 4 … intervals, at most 5 minutes, and never past the expiry.

@@ -96,7 +96,7 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
         let update = PaymentUpdate {
             event: PaymentEvent::ProviderSucceeded,
             amount: d.file_amount,
-            provider_txn_id: d.provider_txn_id.as_deref(),
+            provider_txn_id: d.provider_txn_id.clone(),
             cause: "reconciliation",
             detail: serde_json::json!({
                 "discrepancy_id": d.id, "run_id": d.run_id, "line": d.line_no, "by": actor, "note": note,
@@ -104,7 +104,7 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
             at: now(),
             inbox: None,
         };
-        match store.apply_payment_update(PaymentKey::Id(&p.id), &update).await? {
+        match store.apply_payment_update(PaymentKey::Id(&p.id), update).await? {
             Applied::Moved { .. } | Applied::Duplicate(_) | Applied::LateSuccess(_) => {}
             other => {
                 release(store, id, req.action).await;

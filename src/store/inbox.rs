@@ -1,13 +1,14 @@
 //! The callback inbox: every callback as received, and what was done with it.
 //!
 //! Invariants: a callback's row commits in the same transaction as the change it causes (so no
-//! change exists without its callback), or on its own when it causes none or its processing
-//! failed — every callback received is kept whatever its outcome; the stored body is masked
+//! change exists without its callback), or — when it causes none or its processing failed — in
+//! the payment writer's next batch ([`super::group_commit`]): every callback received is kept
+//! whatever its outcome; the stored body is masked
 //! (citizens' identifiers) and its SHA-256 is of the original bytes.
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, begin_write, on_pool};
+use super::{Store, StoreResult, on_pool};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct InboxRecord {
@@ -36,46 +37,7 @@ pub struct InboxRecord {
 pub(crate) const COLUMNS: &str = "id, provider, method, path, query, headers, body, body_sha256, body_bytes, source_addr, \
      received_at, verification, outcome, detail, merchant_ref, processed_at";
 
-/// Inserts an [`InboxRecord`] inside the transaction `$tx` (so a callback and the change it
-/// causes commit together).
-macro_rules! insert_inbox_in_tx {
-    ($tx:ident, $r:expr) => {{
-        let r: &$crate::store::inbox::InboxRecord = $r;
-        sqlx::query(&format!(
-            "INSERT INTO callback_inbox ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            $crate::store::inbox::COLUMNS
-        ))
-        .bind(&r.id)
-        .bind(&r.provider)
-        .bind(&r.method)
-        .bind(&r.path)
-        .bind(&r.query)
-        .bind(&r.headers)
-        .bind(&r.body)
-        .bind(&r.body_sha256)
-        .bind(r.body_bytes)
-        .bind(&r.source_addr)
-        .bind(r.received_at)
-        .bind(&r.verification)
-        .bind(&r.outcome)
-        .bind(&r.detail)
-        .bind(&r.merchant_ref)
-        .bind(r.processed_at)
-        .execute(&mut *$tx)
-        .await?;
-    }};
-}
-pub(crate) use insert_inbox_in_tx;
-
 impl Store {
-    pub async fn insert_inbox(&self, r: &InboxRecord) -> StoreResult<()> {
-        begin_write!(self, pool, tx => {
-            insert_inbox_in_tx!(tx, r);
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     /// Newest first; `before` is the cursor (an id from the previous page).
     pub async fn list_inbox(
         &self,

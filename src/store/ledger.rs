@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, begin_write, now, on_pool};
+use super::{Store, StoreResult, begin_write, now, on_pool, values_statements};
 use crate::ledger::{BrokenLink, ChainedTransfer, GENESIS, Seal, chain_hash, verify_links};
 
 /// Inserts a [`crate::ledger::PostingPlan`] inside the transaction `$tx`; evaluates to the new
@@ -212,21 +212,16 @@ impl Store {
             let (mut seq, mut prev) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
             let rows: Vec<ChainRow> = sqlx::query_as(&select_unsealed).bind(limit).fetch_all(&mut *tx).await?;
             let at = now();
+            let mut links = Vec::with_capacity(rows.len());
             for row in &rows {
                 let hash = chain_hash(&prev, &row.transfer());
-                sqlx::query(
-                    "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(seq)
-                .bind(row.transfer_id)
-                .bind(&prev)
-                .bind(&hash)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                prev = hash;
+                links.push((seq, row.transfer_id, std::mem::replace(&mut prev, hash.clone()), hash));
                 seq += 1;
             }
+            values_statements!(tx, "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) ", links, "",
+                |b, l| {
+                    b.push_bind(l.0).push_bind(l.1).push_bind(l.2.as_str()).push_bind(l.3.as_str()).push_bind(at);
+                });
             tx.commit().await?;
             rows.len()
         });

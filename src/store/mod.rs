@@ -20,11 +20,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::DatabaseConfig;
 
+pub mod group_commit;
 pub mod idempotency;
 pub mod inbox;
 pub mod ledger;
 pub mod notices;
 pub mod outbox;
+pub mod payment_batch;
 pub mod payments;
 pub mod reconciliation;
 pub mod refunds;
@@ -72,6 +74,46 @@ macro_rules! begin_write {
     };
 }
 pub(crate) use begin_write;
+
+/// Rows per multi-row statement: under both backends' limits on bound parameters (SQLite 32,766;
+/// PostgreSQL 65,535) for the widest row (the inbox's 16 columns).
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Appends `(v1, v2, …)` to `$qb`, or `(NULL)` for an empty list (which matches nothing).
+macro_rules! push_in_list {
+    ($qb:ident, $values:expr) => {{
+        let mut any = false;
+        $qb.push("(");
+        {
+            let mut list = $qb.separated(", ");
+            for v in $values {
+                list.push_bind(v.as_str());
+                any = true;
+            }
+        }
+        if !any {
+            $qb.push("NULL");
+        }
+        $qb.push(")");
+    }};
+}
+pub(crate) use push_in_list;
+
+/// Runs `INSERT`/`UPDATE` statements with multi-row `VALUES`, [`ROWS_PER_STATEMENT`] rows at a
+/// time; evaluates to the rows affected. `$head` precedes `VALUES`, `$tail` follows it.
+macro_rules! values_statements {
+    ($tx:ident, $head:expr, $rows:expr, $tail:expr, |$b:ident, $r:ident| $push:block) => {{
+        let mut affected = 0u64;
+        for chunk in $rows.chunks($crate::store::ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new($head);
+            qb.push_values(chunk, |mut $b, $r| $push);
+            qb.push($tail);
+            affected += qb.build().persistent(false).execute(&mut *$tx).await?.rows_affected();
+        }
+        affected
+    }};
+}
+pub(crate) use values_statements;
 
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]

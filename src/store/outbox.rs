@@ -24,11 +24,7 @@ macro_rules! insert_event {
         .fetch_one(&mut *$tx)
         .await?;
         let id = format!("ev_{}", uuid::Uuid::now_v7().simple());
-        let mut payload: serde_json::Value = $payload;
-        payload["id"] = serde_json::json!(id);
-        payload["type"] = serde_json::json!($event_type);
-        payload["notice_code"] = serde_json::json!(notice_code);
-        payload["sequence"] = serde_json::json!(seq);
+        let payload = $crate::payments::batch::outbox_payload($payload, &id, $event_type, notice_code, seq);
         sqlx::query(
             "INSERT INTO outbox_events (id, dedupe_key, notice_code, notice_seq, event_type, payload, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
@@ -38,7 +34,7 @@ macro_rules! insert_event {
         .bind(notice_code)
         .bind(seq)
         .bind($event_type)
-        .bind(payload.to_string())
+        .bind(payload)
         .bind($at)
         .execute(&mut *$tx)
         .await?;

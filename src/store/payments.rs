@@ -9,12 +9,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::inbox::insert_inbox_in_tx;
-use super::ledger::insert_posting;
-use super::outbox::insert_event;
 use super::{Store, StoreError, StoreResult, begin_write, now, on_pool};
-use crate::ledger::{Confirmation, plan_payment, plan_suspense};
-use crate::payments::state::{Decision, PaymentEvent, PaymentStatus, decide};
+use crate::ledger::Confirmation;
+use crate::payments::batch::{Job, JobOutcome, PaymentRef};
+use crate::payments::state::{PaymentEvent, PaymentStatus};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentRecord {
@@ -72,16 +70,16 @@ pub enum PaymentKey<'a> {
 
 /// A provider's word (or the clock's) about one payment.
 #[derive(Debug, Clone)]
-pub struct PaymentUpdate<'a> {
+pub struct PaymentUpdate {
     pub event: PaymentEvent,
     /// The amount the provider reports; `None` for events without one (expiry).
     pub amount: Option<i64>,
-    pub provider_txn_id: Option<&'a str>,
-    pub cause: &'a str,
+    pub provider_txn_id: Option<String>,
+    pub cause: &'static str,
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
     /// The callback that reports this, stored in the same transaction with its outcome.
-    pub inbox: Option<&'a super::inbox::InboxRecord>,
+    pub inbox: Option<super::inbox::InboxRecord>,
 }
 
 /// What applying an update did.
@@ -261,152 +259,18 @@ impl Store {
         Ok(same.or_else(pending).or_else(ended_unpaid).cloned())
     }
 
-    /// Applies a provider's (or the clock's) word to a payment, exactly once.
-    pub async fn apply_payment_update(&self, key: PaymentKey<'_>, u: &PaymentUpdate<'_>) -> StoreResult<Applied> {
-        let (column, value) = match key {
-            PaymentKey::Id(v) => ("id", v),
-            PaymentKey::MerchantRef(v) => ("merchant_ref", v),
+    /// Applies a provider's (or the clock's) word to a payment, exactly once, in a transaction of
+    /// its own. Callbacks go through [`super::group_commit::PaymentWriter`] instead, which
+    /// applies many in one transaction with the same effect.
+    pub async fn apply_payment_update(&self, key: PaymentKey<'_>, update: PaymentUpdate) -> StoreResult<Applied> {
+        let payment = match key {
+            PaymentKey::Id(v) => PaymentRef::Id(v.to_string()),
+            PaymentKey::MerchantRef(v) => PaymentRef::MerchantRef(v.to_string()),
         };
-        let select = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {column} = $1{}", self.lock_clause());
-        let detail = u.detail.to_string();
-        let lock_notice =
-            format!("UPDATE notices SET code = code WHERE id = (SELECT notice_id FROM payments WHERE {column} = $1)");
-        let outcome: Applied = begin_write!(self, pool, tx => {
-            // Lock order everywhere: notice, then payment (cancellation and refunds do the same),
-            // so concurrent changes to one notice queue instead of deadlocking on PostgreSQL.
-            sqlx::query(&lock_notice).bind(value).execute(&mut *tx).await?;
-            let outcome = 'apply: {
-            let payment: Option<PaymentRecord> = sqlx::query_as(&select).bind(value).fetch_optional(&mut *tx).await?;
-            let Some(p) = payment else { break 'apply Applied::NotFound };
-            if let Some(amount) = u.amount
-                && amount != p.amount
-            {
-                break 'apply Applied::AmountMismatch { expected: p.amount };
-            }
-            let current = p.status();
-            let next_seq: i64 =
-                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) FROM payment_events WHERE payment_id = $1")
-                    .bind(&p.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            match decide(current, u.event) {
-                Decision::Duplicate => Applied::Duplicate(current),
-                Decision::Stale => Applied::Stale(current),
-                // Already held in suspense: a repeat of the late success.
-                Decision::LateSuccess if p.late_success => Applied::Duplicate(current),
-                Decision::LateSuccess => {
-                    sqlx::query(
-                        "UPDATE payments SET late_success = TRUE, refund_due = amount, updated_at = $2, \
-                         provider_txn_id = COALESCE(provider_txn_id, $3) WHERE id = $1 AND late_success = FALSE",
-                    )
-                    .bind(&p.id)
-                    .bind(u.at)
-                    .bind(u.provider_txn_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    record_event(&mut tx, &p.id, next_seq, current, current, "late_success", &detail, u.at).await?;
-                    let lines = Vec::new();
-                    let plan = plan_suspense(&confirmation(&p, lines), "money arrived after the payment ended")
-                        .map_err(|e| StoreError::Invariant(e.to_string()))?;
-                    insert_posting!(tx, &plan, u.at);
-                    Applied::LateSuccess(current)
-                }
-                Decision::MoveTo(status) => {
-                    let moved = sqlx::query(
-                        "UPDATE payments SET status = $2, updated_at = $3, provider_txn_id = COALESCE($4, provider_txn_id) \
-                         WHERE id = $1 AND status = $5",
-                    )
-                    .bind(&p.id)
-                    .bind(status.as_str())
-                    .bind(u.at)
-                    .bind(u.provider_txn_id)
-                    .bind(current.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if moved != 1 {
-                        return Err(StoreError::Conflict("payment changed under a held lock".into()));
-                    }
-                    record_event(&mut tx, &p.id, next_seq, current, status, u.cause, &detail, u.at).await?;
-                    let mut paid_notice = false;
-                    let mut refund_due = 0;
-                    if status == PaymentStatus::Succeeded {
-                        paid_notice = sqlx::query(
-                            "UPDATE notices SET status = 'paid', paid_at = $2, paid_by_payment = $3 \
-                             WHERE id = $1 AND status = 'unpaid'",
-                        )
-                        .bind(&p.notice_id)
-                        .bind(u.at)
-                        .bind(&p.id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                            == 1;
-                        if !paid_notice {
-                            // Paid already (over-payment) or cancelled: hold the money for refund.
-                            let notice_status: String = sqlx::query_scalar("SELECT status FROM notices WHERE id = $1")
-                                .bind(&p.notice_id)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                            let column = if notice_status == "paid" { "overpayment" } else { "late_success" };
-                            sqlx::query(&format!(
-                                "UPDATE payments SET {column} = TRUE, refund_due = amount WHERE id = $1"
-                            ))
-                            .bind(&p.id)
-                            .execute(&mut *tx)
-                            .await?;
-                            refund_due = p.amount;
-                            let reason = if notice_status == "paid" {
-                                "over-payment: the notice was already paid"
-                            } else {
-                                "the notice was cancelled"
-                            };
-                            let plan = plan_suspense(&confirmation(&p, Vec::new()), reason)
-                                .map_err(|e| StoreError::Invariant(e.to_string()))?;
-                            insert_posting!(tx, &plan, u.at);
-                        } else {
-                            let lines: Vec<(String, i64)> = sqlx::query_as(
-                                "SELECT budget_code, amount FROM notice_lines WHERE notice_id = $1 ORDER BY line_no",
-                            )
-                            .bind(&p.notice_id)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                            let plan = plan_payment(&confirmation(&p, lines))
-                                .map_err(|e| StoreError::Invariant(e.to_string()))?;
-                            insert_posting!(tx, &plan, u.at);
-                            let payload = serde_json::json!({
-                                "payment_id": p.id, "provider": p.provider, "amount": p.amount,
-                                "paid_at": u.at.to_rfc3339(), "merchant_ref": p.merchant_ref,
-                            });
-                            insert_event!(tx, format!("notice.paid:{}", p.notice_code), &p.notice_code,
-                                "notice.paid", payload, u.at);
-                        }
-                    }
-                    if status == PaymentStatus::Failed {
-                        let payload = serde_json::json!({
-                            "payment_id": p.id, "provider": p.provider, "amount": p.amount, "detail": u.detail,
-                        });
-                        insert_event!(tx, format!("payment.failed:{}", p.id), &p.notice_code,
-                            "payment.failed", payload, u.at);
-                    }
-                    Applied::Moved { status, paid_notice, refund_due }
-                }
-            }
-            };
-            if let Some(inbox) = u.inbox {
-                let mut record = inbox.clone();
-                record.verification = Some("verified".into());
-                record.outcome = Some(outcome.label());
-                if let Applied::AmountMismatch { expected } = &outcome {
-                    record.detail = Some(format!("reported amount {:?}, payment amount {expected}", u.amount));
-                }
-                record.processed_at = Some(u.at);
-                insert_inbox_in_tx!(tx, &record);
-            }
-            tx.commit().await?;
-            outcome
-        });
-        Ok(outcome)
+        match self.apply_payment_batch(&[Job::Apply { payment, update }]).await?.pop() {
+            Some(JobOutcome::Applied(applied)) => Ok(applied),
+            other => Err(StoreError::Invariant(format!("a payment update came back as {other:?}"))),
+        }
     }
 
     /// Claims up to `limit` pending payments due for a status query, pushing their next poll to

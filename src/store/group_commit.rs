@@ -1,0 +1,104 @@
+//! Group commit for payment updates: many callbacks, one transaction.
+//!
+//! Confirming a payment is a dozen statements (payment, history, notice, postings, outbox,
+//! inbox); done one callback per transaction, a busy gateway spends its time on round trips and
+//! commits, and on SQLite writers queue for the one write lock. Instead, callers hand their
+//! update to a [`PaymentWriter`], whose writer task takes whatever has queued up (at most
+//! `max_batch`), applies it with [`Store::apply_payment_batch`] — one statement per table — and
+//! answers each caller. While one batch commits, the next one gathers, so the batch grows with the
+//! load and a lone callback is written at once.
+//!
+//! Invariants: a caller is answered only after its batch committed (or failed); a batch that
+//! fails is retried one job per transaction, so one bad job cannot fail the others and no job is
+//! applied twice (a failed batch wrote nothing); exactly-once still rests on the database —
+//! row locks, unique posting keys — so any number of writers, in any number of processes, is
+//! safe.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::inbox::InboxRecord;
+use super::payments::{Applied, PaymentKey, PaymentUpdate};
+use super::{Store, StoreError, StoreResult};
+use crate::payments::batch::{Job, JobOutcome, PaymentRef};
+
+type Request = (Job, oneshot::Sender<StoreResult<JobOutcome>>);
+
+/// The queue to this process's payment writers; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PaymentWriter {
+    queue: mpsc::Sender<Request>,
+}
+
+impl PaymentWriter {
+    /// Starts `writers` writer tasks on `store`, each committing at most `max_batch` jobs per
+    /// transaction. They stop when the last `PaymentWriter` is dropped.
+    pub fn start(store: Store, writers: usize, max_batch: usize) -> PaymentWriter {
+        let (queue, rx) = mpsc::channel::<Request>(max_batch.max(1) * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run(store.clone(), rx.clone(), max_batch.max(1)));
+        }
+        PaymentWriter { queue }
+    }
+
+    /// Applies a provider's (or the clock's) word to a payment, exactly once.
+    pub async fn apply(&self, key: PaymentKey<'_>, update: PaymentUpdate) -> StoreResult<Applied> {
+        let payment = match key {
+            PaymentKey::Id(v) => PaymentRef::Id(v.to_string()),
+            PaymentKey::MerchantRef(v) => PaymentRef::MerchantRef(v.to_string()),
+        };
+        match self.submit(Job::Apply { payment, update }).await? {
+            JobOutcome::Applied(applied) => Ok(applied),
+            JobOutcome::Kept => Err(StoreError::Invariant("a payment update came back as kept".into())),
+        }
+    }
+
+    /// Keeps a callback that changes nothing in the inbox.
+    pub async fn keep(&self, record: InboxRecord) -> StoreResult<()> {
+        self.submit(Job::Keep(record)).await.map(|_| ())
+    }
+
+    async fn submit(&self, job: Job) -> StoreResult<JobOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the payment writer has stopped".into());
+        self.queue.send((job, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: usize) {
+    let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, max_batch).await == 0 {
+                return;
+            }
+        }
+        let (jobs, replies): (Vec<Job>, Vec<_>) = batch.drain(..).unzip();
+        let started = std::time::Instant::now();
+        let result = store.apply_payment_batch(&jobs).await;
+        tracing::debug!(jobs = jobs.len(), elapsed_us = started.elapsed().as_micros() as u64, "payment batch");
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                let _ = replies.into_iter().next().map(|reply| reply.send(Err(e)));
+            }
+            Err(e) => {
+                tracing::warn!(jobs = jobs.len(), error = %e, "payment batch failed; applying its jobs one by one");
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let one = store.apply_payment_batch(std::slice::from_ref(&job)).await;
+                    let _ = reply.send(one.and_then(|mut o| {
+                        o.pop().ok_or_else(|| StoreError::Invariant("a batch of one gave no outcome".into()))
+                    }));
+                }
+            }
+        }
+    }
+}
