@@ -108,6 +108,9 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
                 }
             }
         }
+        if let Err(e) = state.store.checkpoint_wal().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
         if last_poll.elapsed() >= poll_every {
             last_poll = std::time::Instant::now();
             match crate::payments::poller::run_once(&state, crate::store::now()).await {

@@ -198,7 +198,15 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // Checkpoints are the background loop's job (`checkpoint_wal`), off the writers'
+                // path; a writer checkpoints itself only if the WAL reaches ~64 MB regardless.
+                .pragma("wal_autocheckpoint", "16384")
+                // Statement journals of multi-row statements in memory, not in a temporary file
+                // opened and removed per statement.
+                .pragma("temp_store", "memory")
+                // A 32 MB page cache per connection (the default is 2 MB): fewer pages re-read.
+                .pragma("cache_size", "-32768");
             let file = options.get_filename();
             if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
                 && file.as_os_str() != ":memory:"
@@ -271,6 +279,16 @@ impl Store {
             idle: pool.num_idle() as u32,
             max: pool.options().get_max_connections(),
         })
+    }
+
+    /// Copies what the SQLite write-ahead log holds into the database file, without waiting for
+    /// or blocking writers (a passive checkpoint); nothing to do on PostgreSQL. Run by the
+    /// background loop, so that writers do not pay for checkpoints (and their fsyncs) themselves.
+    pub async fn checkpoint_wal(&self) -> StoreResult<()> {
+        if let Store::Sqlite(db) = self {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&db.pool).await?;
+        }
+        Ok(())
     }
 
     /// Closes every connection; later queries fail as `Unavailable`.
