@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, begin_write, now, on_pool, values_statements};
+use super::{Store, StoreError, StoreResult, begin_write, now, on_pool, values_statements};
 use crate::ledger::{BrokenLink, ChainedTransfer, GENESIS, Seal, chain_hash, verify_links};
 
 /// Inserts a [`crate::ledger::PostingPlan`] inside the transaction `$tx`; evaluates to the new
@@ -104,6 +104,41 @@ impl ChainRow {
     }
 }
 
+/// An unsealed transfer as packed by SQLite: the [`ChainRow`] columns after `hash`.
+type PackedTransfer =
+    (i64, String, String, String, Option<String>, Option<String>, Option<String>, String, String, i64, String);
+
+/// Unpacks the sealer's JSON rows (SQLite), in transfer order. `created_at` is read back from
+/// the RFC 3339 text sqlx stores, to the microsecond.
+fn unpack_chain_rows(packed: &str) -> StoreResult<Vec<ChainRow>> {
+    let invariant = |e: String| StoreError::Invariant(format!("unsealed transfers: {e}"));
+    let rows: Vec<PackedTransfer> = serde_json::from_str(packed).map_err(|e| invariant(e.to_string()))?;
+    let mut rows = rows
+        .into_iter()
+        .map(|r| {
+            let created_at = DateTime::parse_from_rfc3339(&r.10).map_err(|e| invariant(format!("{}: {e}", r.10)))?;
+            Ok(ChainRow {
+                seq: None,
+                prev_hash: None,
+                hash: None,
+                transfer_id: r.0,
+                transaction_id: r.1,
+                posting_key: r.2,
+                kind: r.3,
+                payment_id: r.4,
+                notice_code: r.5,
+                corrects: r.6,
+                debit_account: r.7,
+                credit_account: r.8,
+                amount: r.9,
+                created_at: created_at.with_timezone(&Utc),
+            })
+        })
+        .collect::<StoreResult<Vec<ChainRow>>>()?;
+    rows.sort_by_key(|r| r.transfer_id);
+    Ok(rows)
+}
+
 const CHAIN_SELECT: &str = "SELECT s.seq, s.prev_hash, s.hash, t.id AS transfer_id, t.transaction_id, x.posting_key, \
      x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, t.credit_account, t.amount, t.created_at \
      FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id";
@@ -192,6 +227,11 @@ impl Store {
             "{CHAIN_SELECT} LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.transfer_id IS NULL \
              AND t.id > (SELECT COALESCE(MAX(transfer_id), 0) FROM ledger_seals) - {margin} ORDER BY t.id LIMIT $1"
         );
+        let sqlite = matches!(self, Store::Sqlite(_));
+        let packed_unsealed = format!(
+            "SELECT json_group_array(json_array(transfer_id, transaction_id, posting_key, kind, payment_id, notice_code, \
+             corrects, debit_account, credit_account, amount, created_at)) FROM ({select_unsealed})"
+        );
         let sealed = begin_write!(self, pool, tx => {
             if matches!(self, Store::Postgres(_)) {
                 if wait {
@@ -210,7 +250,13 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             let (mut seq, mut prev) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
-            let rows: Vec<ChainRow> = sqlx::query_as(&select_unsealed).bind(limit).fetch_all(&mut *tx).await?;
+            let rows: Vec<ChainRow> = if sqlite {
+                // sqlx hands SQLite rows over one at a time (a thread wake-up each): one packed row.
+                let packed: String = sqlx::query_scalar(&packed_unsealed).bind(limit).fetch_one(&mut *tx).await?;
+                unpack_chain_rows(&packed)?
+            } else {
+                sqlx::query_as(&select_unsealed).bind(limit).fetch_all(&mut *tx).await?
+            };
             let at = now();
             let mut links = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -292,25 +338,34 @@ impl Store {
     }
 
     pub async fn ledger_entries(&self, f: &EntryFilter) -> StoreResult<Vec<EntryRecord>> {
-        let sql = "SELECT t.id, t.transaction_id, x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, \
-             t.credit_account, t.amount, t.created_at, s.seq, s.hash \
-             FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
-             LEFT JOIN ledger_seals s ON s.transfer_id = t.id \
-             WHERE ($1 IS NULL OR t.debit_account = $1 OR t.credit_account = $1) \
-             AND ($2 IS NULL OR t.created_at >= $2) AND ($3 IS NULL OR t.created_at < $3) \
-             AND ($4 IS NULL OR x.payment_id = $4) AND ($5 IS NULL OR x.notice_code = $5) \
-             AND t.id > $6 ORDER BY t.id LIMIT $7";
+        // Only the filters given become conditions, so each can use its index (a `$n IS NULL OR`
+        // condition would make every listing scan the ledger).
         Ok(on_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(f.account.as_deref())
-                .bind(f.from)
-                .bind(f.to)
-                .bind(f.payment_id.as_deref())
-                .bind(f.notice_code.as_deref())
-                .bind(f.after.unwrap_or(0))
-                .bind(f.limit)
-                .fetch_all(pool)
-                .await
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT t.id, t.transaction_id, x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, \
+                 t.credit_account, t.amount, t.created_at, s.seq, s.hash \
+                 FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
+                 LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE t.id > ",
+            );
+            qb.push_bind(f.after.unwrap_or(0));
+            if let Some(account) = &f.account {
+                qb.push(" AND (t.debit_account = ").push_bind(account.as_str());
+                qb.push(" OR t.credit_account = ").push_bind(account.as_str()).push(")");
+            }
+            if let Some(from) = f.from {
+                qb.push(" AND t.created_at >= ").push_bind(from);
+            }
+            if let Some(to) = f.to {
+                qb.push(" AND t.created_at < ").push_bind(to);
+            }
+            if let Some(payment_id) = &f.payment_id {
+                qb.push(" AND x.payment_id = ").push_bind(payment_id.as_str());
+            }
+            if let Some(notice_code) = &f.notice_code {
+                qb.push(" AND x.notice_code = ").push_bind(notice_code.as_str());
+            }
+            qb.push(" ORDER BY t.id LIMIT ").push_bind(f.limit);
+            qb.build_query_as::<EntryRecord>().fetch_all(pool).await
         })?)
     }
 }
