@@ -115,6 +115,7 @@ impl Application {
                 let _ = stopping_tx.send(true);
             });
         let poller = tokio::spawn(crate::webhooks::run_background(self.state.clone(), stopping_rx.clone()));
+        let checkpointer = tokio::spawn(crate::webhooks::run_checkpoints(self.state.clone(), stopping_rx.clone()));
         let mut stopping = stopping_rx;
         let server = std::pin::pin!(server.into_future());
         let result = tokio::select! {
@@ -128,6 +129,7 @@ impl Application {
             }
         };
         poller.abort();
+        checkpointer.abort();
         result
     }
 }

@@ -79,6 +79,27 @@ pub async fn deliver_once(
     Ok(report)
 }
 
+/// How often the SQLite write-ahead log is checkpointed in the background.
+const CHECKPOINT_EVERY: StdDuration = StdDuration::from_millis(100);
+
+/// Checkpoints the SQLite write-ahead log every [`CHECKPOINT_EVERY`] until `stop` turns true
+/// (nothing on PostgreSQL). Frequent passive checkpoints keep what a writer's own automatic
+/// checkpoint has left to copy small, so no payment batch stalls on a large one.
+pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if state.store.backend() != "sqlite" {
+        return;
+    }
+    loop {
+        if let Err(e) = state.store.checkpoint_wal().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// Runs the background work every instance does: payment status rounds, ledger sealing,
 /// webhook deliveries and the purge of expired idempotency keys, until `stop` turns true.
 pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -107,9 +128,6 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
                     break;
                 }
             }
-        }
-        if let Err(e) = state.store.checkpoint_wal().await {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
         }
         if last_poll.elapsed() >= poll_every {
             last_poll = std::time::Instant::now();

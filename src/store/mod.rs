@@ -199,9 +199,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                // Checkpoints are the background loop's job (`checkpoint_wal`), off the writers'
-                // path; a writer checkpoints itself only if the WAL reaches ~64 MB regardless.
-                .pragma("wal_autocheckpoint", "16384")
+                // Checkpoint at ~16 MB of WAL (default ~4 MB); the background checkpointer
+                // (`checkpoint_wal`) copies most pages first, off the writers' path.
+                .pragma("wal_autocheckpoint", "4000")
                 // Statement journals of multi-row statements in memory, not in a temporary file
                 // opened and removed per statement.
                 .pragma("temp_store", "memory")
