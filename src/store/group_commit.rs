@@ -10,11 +10,14 @@
 //!
 //! Invariants: a caller is answered only after its batch committed (or failed); a batch that
 //! fails is retried one job per transaction, so one bad job cannot fail the others and no job is
-//! applied twice (a failed batch wrote nothing); exactly-once still rests on the database —
-//! row locks, unique posting keys — so any number of writers, in any number of processes, is
-//! safe.
+//! applied twice (a failed batch wrote nothing); a panic fails its batch, not the writer;
+//! exactly-once still rests on the database — row locks, guarded updates, unique posting keys —
+//! so any number of writers, in any number of processes, is safe.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -79,7 +82,12 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: u
         }
         let (jobs, replies): (Vec<Job>, Vec<_>) = batch.drain(..).unzip();
         let started = std::time::Instant::now();
-        let result = store.apply_payment_batch(&jobs).await;
+        // A panic while applying a batch must not stop the writer (every later callback would be
+        // answered "retry"): it fails this batch, whose jobs are then tried one by one.
+        let result = AssertUnwindSafe(store.apply_payment_batch(&jobs))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Invariant("applying a payment batch panicked".into())));
         tracing::debug!(jobs = jobs.len(), elapsed_us = started.elapsed().as_micros() as u64, "payment batch");
         match result {
             Ok(outcomes) => {
@@ -93,7 +101,10 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: u
             Err(e) => {
                 tracing::warn!(jobs = jobs.len(), error = %e, "payment batch failed; applying its jobs one by one");
                 for (job, reply) in jobs.into_iter().zip(replies) {
-                    let one = store.apply_payment_batch(std::slice::from_ref(&job)).await;
+                    let one = AssertUnwindSafe(store.apply_payment_batch(std::slice::from_ref(&job)))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(StoreError::Invariant("applying a payment update panicked".into())));
                     let _ = reply.send(one.and_then(|mut o| {
                         o.pop().ok_or_else(|| StoreError::Invariant("a batch of one gave no outcome".into()))
                     }));

@@ -71,6 +71,58 @@ async fn fifty_concurrent_deliveries_over_three_processes_confirm_and_post_once(
 }
 
 #[tokio::test]
+async fn callbacks_for_many_payments_at_once_are_applied_together_each_exactly_once() {
+    // Deliveries of 12 payments' IPNs (each twice) and unknown references, all at once over two
+    // processes: the payment writers batch them, and every payment is confirmed and posted once.
+    let a = TestApp::spawn().await;
+    let b = a.spawn_sibling(|_| {}).await;
+    let mut payments = Vec::new();
+    for _ in 0..12 {
+        payments.push(vnpay_payment(&a).await);
+    }
+    let mut deliveries: Vec<(usize, String)> = Vec::new();
+    for (i, (_, _, merchant_ref, amount)) in payments.iter().enumerate() {
+        deliveries.push((i, vnpay_ipn(merchant_ref, *amount)));
+        deliveries.push((i + 1, vnpay_ipn(merchant_ref, *amount)));
+    }
+    deliveries.push((0, vnpay_ipn("PGNOSUCHPAYMENT1", 50_000)));
+    let apps = [&a, &b];
+    let replies = futures::future::join_all(deliveries.iter().map(|(n, query)| {
+        let app = apps[n % 2];
+        let url = app.url(&format!("/callbacks/vnpay?{query}"));
+        async move { read(app.client.get(url).send().await.unwrap()).await }
+    }))
+    .await;
+    let count = |code: &str| replies.iter().filter(|r| r.body["RspCode"] == code).count();
+    assert_eq!(
+        (count("00"), count("02"), count("01")),
+        (12, 12, 1),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    for (code, id, _, amount) in &payments {
+        let p = a.payment(id).await;
+        assert_eq!(p["status"], "succeeded");
+        let transitions = p["history"].as_array().unwrap().iter().filter(|e| e["to_status"] == "succeeded").count();
+        assert_eq!(transitions, 1, "{id}");
+        let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}'");
+        assert_eq!(a.scalar(&sql).await, 1, "one posting for {id}");
+        let sql = format!(
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers t JOIN ledger_transactions x \
+             ON x.id = t.transaction_id WHERE x.payment_id = '{id}'"
+        );
+        assert_eq!(a.scalar(&sql).await, *amount, "posted to the đồng for {id}");
+        let sql =
+            format!("SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{code}' AND event_type = 'notice.paid'");
+        assert_eq!(a.scalar(&sql).await, 1, "one notice.paid for {code}");
+    }
+    assert_eq!(a.scalar("SELECT COUNT(*) FROM callback_inbox").await, 25, "every delivery is in the inbox");
+    let sql = "SELECT COUNT(*) FROM callback_inbox WHERE outcome = 'unknown_payment'";
+    assert_eq!(a.scalar(sql).await, 1);
+    a.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
 async fn the_database_refuses_to_change_ledger_rows() {
     let app = TestApp::spawn().await;
     let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
