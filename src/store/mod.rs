@@ -199,9 +199,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                // Checkpoint at ~16 MB of WAL (default ~4 MB); the background checkpointer
-                // (`checkpoint_wal`) copies most pages first, off the writers' path.
-                .pragma("wal_autocheckpoint", "4000")
+                // A writer checkpoints itself at ~64 MB of WAL (default ~4 MB); the background
+                // checkpointer (`checkpoint_wal`) has copied most pages by then, off its path.
+                .pragma("wal_autocheckpoint", "16384")
                 // Statement journals of multi-row statements in memory, not in a temporary file
                 // opened and removed per statement.
                 .pragma("temp_store", "memory")
