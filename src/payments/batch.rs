@@ -18,13 +18,22 @@ use chrono::{DateTime, Utc};
 use crate::ledger::{Confirmation, PlanError, PostingPlan, plan_payment, plan_suspense};
 use crate::payments::state::{Decision, PaymentStatus, decide};
 use crate::store::inbox::InboxRecord;
-use crate::store::payments::{Applied, PaymentUpdate};
+use crate::store::payments::{Applied, PaymentKey, PaymentUpdate};
 
 /// How a job names its payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentRef {
     Id(String),
     MerchantRef(String),
+}
+
+impl From<PaymentKey<'_>> for PaymentRef {
+    fn from(key: PaymentKey<'_>) -> PaymentRef {
+        match key {
+            PaymentKey::Id(v) => PaymentRef::Id(v.to_string()),
+            PaymentKey::MerchantRef(v) => PaymentRef::MerchantRef(v.to_string()),
+        }
+    }
 }
 
 /// One unit of work for the payment writer.

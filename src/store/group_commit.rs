@@ -51,10 +51,7 @@ impl PaymentWriter {
 
     /// Applies a provider's (or the clock's) word to a payment, exactly once.
     pub async fn apply(&self, key: PaymentKey<'_>, update: PaymentUpdate) -> StoreResult<Applied> {
-        let payment = match key {
-            PaymentKey::Id(v) => PaymentRef::Id(v.to_string()),
-            PaymentKey::MerchantRef(v) => PaymentRef::MerchantRef(v.to_string()),
-        };
+        let payment = PaymentRef::from(key);
         match self.submit(Job::Apply { payment, update }).await? {
             JobOutcome::Applied(applied) => Ok(applied),
             JobOutcome::Kept => Err(StoreError::Invariant("a payment update came back as kept".into())),

@@ -263,10 +263,7 @@ impl Store {
     /// its own. Callbacks go through [`super::group_commit::PaymentWriter`] instead, which
     /// applies many in one transaction with the same effect.
     pub async fn apply_payment_update(&self, key: PaymentKey<'_>, update: PaymentUpdate) -> StoreResult<Applied> {
-        let payment = match key {
-            PaymentKey::Id(v) => PaymentRef::Id(v.to_string()),
-            PaymentKey::MerchantRef(v) => PaymentRef::MerchantRef(v.to_string()),
-        };
+        let payment = PaymentRef::from(key);
         match self.apply_payment_batch(&[Job::Apply { payment, update }]).await?.pop() {
             Some(JobOutcome::Applied(applied)) => Ok(applied),
             other => Err(StoreError::Invariant(format!("a payment update came back as {other:?}"))),
