@@ -75,7 +75,7 @@ impl Application {
         };
         let providers = Providers::from_config(&config.providers, &config.partner_banks(), &public_base_url)?;
         let payment_writer =
-            PaymentWriter::start(store.clone(), config.database.payment_writers, config.database.payment_batch_max);
+            PaymentWriter::start(store.clone(), config.database.payment_writers(), config.database.payment_batch_max);
         let state = AppState(Arc::new(Inner {
             config,
             store,

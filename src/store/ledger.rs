@@ -143,6 +143,59 @@ const CHAIN_SELECT: &str = "SELECT s.seq, s.prev_hash, s.hash, t.id AS transfer_
      x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, t.credit_account, t.amount, t.created_at \
      FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id";
 
+/// PostgreSQL: the oldest transaction id still running; every lower one has ended.
+const PG_OLDEST_RUNNING: &str = "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)";
+/// PostgreSQL: the first transaction id not yet handed out.
+const PG_NEXT_TRANSACTION: &str = "SELECT CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT)";
+
+fn poisoned() -> StoreError {
+    StoreError::Invariant("the seal floor's lock was poisoned".into())
+}
+
+/// Marks kept at most; an older one is dropped first (the floor then rises a little later).
+const MAX_SEAL_MARKS: usize = 1024;
+
+/// What a PostgreSQL sealer has proved about the ledger: every transfer with an id at or below
+/// `floor` is sealed or was never committed, so a round need not look there.
+///
+/// Ids are handed out when a transfer is inserted, not when it commits, so "the last sealed
+/// id" proves nothing about lower ids. After each round the sealer leaves a *mark*
+/// `(handed_out, xmax)`: every id up to `handed_out` was taken by a transaction whose id is
+/// below `xmax`. Once the oldest running transaction is at or past `xmax`, all of those have
+/// ended, so a round that starts then sees every such transfer that committed; when it has
+/// sealed all it found, the floor may rise to `handed_out`. Pure bookkeeping, kept per process:
+/// what one process proves stays true whichever process seals next.
+#[derive(Debug, Default)]
+pub struct SealFloor {
+    floor: i64,
+    marks: std::collections::VecDeque<(i64, i64)>,
+}
+
+impl SealFloor {
+    /// For a round starting when the oldest running transaction is `xmin`: the floor to look
+    /// above now, and the floor proved if the round seals everything it finds.
+    fn at(&self, xmin: i64) -> (i64, i64) {
+        let ready = self.marks.iter().rev().find(|(_, xmax)| *xmax <= xmin).map(|(ids, _)| *ids);
+        (self.floor, ready.unwrap_or(self.floor).max(self.floor))
+    }
+
+    fn raise(&mut self, proved: i64) {
+        self.floor = self.floor.max(proved);
+        let floor = self.floor;
+        self.marks.retain(|(ids, _)| *ids > floor);
+    }
+
+    fn mark(&mut self, handed_out: i64, xmax: i64) {
+        if handed_out <= self.floor || self.marks.back().is_some_and(|(ids, _)| *ids >= handed_out) {
+            return;
+        }
+        if self.marks.len() >= MAX_SEAL_MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((handed_out, xmax));
+    }
+}
+
 /// The result of recomputing the chain.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ChainReport {
@@ -216,47 +269,53 @@ impl Store {
     }
 
     async fn seal(&self, limit: i64, wait: bool) -> StoreResult<usize> {
-        // Only transfers after a low watermark are looked at, so a round does not scan the whole
-        // ledger. On SQLite transfers commit in id order, so the watermark is the last sealed id;
-        // on PostgreSQL a transaction with a lower id can commit later, so it trails by a margin.
-        let margin = match self {
-            Store::Sqlite(_) => 0,
-            Store::Postgres(_) => 100_000,
+        // Only transfers above a floor are looked at, so a round does not scan the whole ledger.
+        // On SQLite transfers commit in id order, so the floor is the last sealed id. On
+        // PostgreSQL a transaction that took a lower id can commit later: the floor is what
+        // [`SealFloor`] has proved, and the round reads, before it looks, the oldest transaction
+        // still running (`pg_snapshot_xmin`) to know which of its marks have become safe.
+        let floor = match self {
+            Store::Sqlite(_) => "(SELECT COALESCE(MAX(transfer_id), 0) FROM ledger_seals)",
+            Store::Postgres(_) => "$2",
         };
         let select_unsealed = format!(
             "{CHAIN_SELECT} LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.transfer_id IS NULL \
-             AND t.id > (SELECT COALESCE(MAX(transfer_id), 0) FROM ledger_seals) - {margin} ORDER BY t.id LIMIT $1"
+             AND t.id > {floor} ORDER BY t.id LIMIT $1"
         );
-        let sqlite = matches!(self, Store::Sqlite(_));
         let packed_unsealed = format!(
             "SELECT json_group_array(json_array(transfer_id, transaction_id, posting_key, kind, payment_id, notice_code, \
              corrects, debit_account, credit_account, amount, created_at)) FROM ({select_unsealed})"
         );
-        let sealed = begin_write!(self, pool, tx => {
-            if matches!(self, Store::Postgres(_)) {
-                if wait {
-                    sqlx::query("SELECT pg_advisory_xact_lock(7461001)").execute(&mut *tx).await?;
-                } else {
-                    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7461001)")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if !got {
-                        return Ok(0);
-                    }
+        // (floor used, floor proved once this round has sealed everything it found)
+        let mut pg_floor = (0i64, 0i64);
+        let (sealed, last_id) = begin_write!(self, pool, tx => {
+            let rows: Vec<ChainRow> = match self {
+                Store::Sqlite(_) => {
+                    // sqlx hands SQLite rows over one at a time (a thread wake-up each): one packed row.
+                    let packed: String = sqlx::query_scalar(&packed_unsealed).bind(limit).fetch_one(&mut *tx).await?;
+                    unpack_chain_rows(&packed)?
                 }
-            }
+                Store::Postgres(db) => {
+                    if wait {
+                        sqlx::query("SELECT pg_advisory_xact_lock(7461001)").execute(&mut *tx).await?;
+                    } else {
+                        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7461001)")
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if !got {
+                            return Ok(0);
+                        }
+                    }
+                    let xmin: i64 = sqlx::query_scalar(PG_OLDEST_RUNNING).fetch_one(&mut *tx).await?;
+                    pg_floor = db.seal_floor.lock().map_err(|_| poisoned())?.at(xmin);
+                    sqlx::query_as(&select_unsealed).bind(limit).bind(pg_floor.0).fetch_all(&mut *tx).await?
+                }
+            };
             let last: Option<(i64, String)> =
                 sqlx::query_as("SELECT seq, hash FROM ledger_seals ORDER BY seq DESC LIMIT 1")
                     .fetch_optional(&mut *tx)
                     .await?;
             let (mut seq, mut prev) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
-            let rows: Vec<ChainRow> = if sqlite {
-                // sqlx hands SQLite rows over one at a time (a thread wake-up each): one packed row.
-                let packed: String = sqlx::query_scalar(&packed_unsealed).bind(limit).fetch_one(&mut *tx).await?;
-                unpack_chain_rows(&packed)?
-            } else {
-                sqlx::query_as(&select_unsealed).bind(limit).fetch_all(&mut *tx).await?
-            };
             let at = now();
             let mut links = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -269,8 +328,25 @@ impl Store {
                     b.push_bind(l.0).push_bind(l.1).push_bind(l.2.as_str()).push_bind(l.3.as_str()).push_bind(at);
                 });
             tx.commit().await?;
-            rows.len()
+            (rows.len(), rows.last().map(|r| r.transfer_id))
         });
+        if let Store::Postgres(db) = self {
+            // Everything visible above the floor up to the last row sealed is now sealed (all of
+            // it if the round was not cut short by `limit`).
+            let proved = if (sealed as i64) < limit { pg_floor.1 } else { pg_floor.1.min(last_id.unwrap_or(0)) };
+            db.seal_floor.lock().map_err(|_| poisoned())?.raise(proved);
+            // A new mark: the ids handed out so far, and the first transaction id not yet given
+            // out, read after them. Every posting inserts its ledger transaction row (and so has
+            // a transaction id) before its transfers take ids, so each transaction holding one
+            // of these ids has an id below `xmax`.
+            let handed_out: i64 = sqlx::query_scalar(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_transfers_id_seq",
+            )
+            .fetch_one(&db.pool)
+            .await?;
+            let xmax: i64 = sqlx::query_scalar(PG_NEXT_TRANSACTION).fetch_one(&db.pool).await?;
+            db.seal_floor.lock().map_err(|_| poisoned())?.mark(handed_out, xmax);
+        }
         Ok(sealed)
     }
 
@@ -340,6 +416,10 @@ impl Store {
     pub async fn ledger_entries(&self, f: &EntryFilter) -> StoreResult<Vec<EntryRecord>> {
         // Only the filters given become conditions, so each can use its index (a `$n IS NULL OR`
         // condition would make every listing scan the ledger).
+        let in_set = match self {
+            Store::Sqlite(_) => ("IN", ")"),
+            Store::Postgres(_) => ("= ANY(ARRAY", "))"),
+        };
         Ok(on_pool!(self, pool => {
             let mut qb = sqlx::QueryBuilder::new(
                 "SELECT t.id, t.transaction_id, x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, \
@@ -358,14 +438,50 @@ impl Store {
             if let Some(to) = f.to {
                 qb.push(" AND t.created_at < ").push_bind(to);
             }
-            if let Some(payment_id) = &f.payment_id {
-                qb.push(" AND x.payment_id = ").push_bind(payment_id.as_str());
-            }
-            if let Some(notice_code) = &f.notice_code {
-                qb.push(" AND x.notice_code = ").push_bind(notice_code.as_str());
+            // A payment's or a notice's few transactions lead to their transfers. On PostgreSQL
+            // they are handed over as an array whose length the planner cannot guess, so it looks
+            // the transfers up by transaction instead of walking the ledger in id order.
+            for (column, value) in [("payment_id", &f.payment_id), ("notice_code", &f.notice_code)] {
+                if let Some(value) = value {
+                    qb.push(format!(" AND t.transaction_id {} (SELECT id FROM ledger_transactions WHERE {column} = ", in_set.0));
+                    qb.push_bind(value.as_str()).push(in_set.1);
+                }
             }
             qb.push(" ORDER BY t.id LIMIT ").push_bind(f.limit);
             qb.build_query_as::<EntryRecord>().fetch_all(pool).await
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SealFloor;
+
+    #[test]
+    fn the_floor_rises_only_once_every_holder_of_the_ids_has_ended() {
+        let mut f = SealFloor::default();
+        assert_eq!(f.at(100), (0, 0));
+        f.mark(50, 110); // ids up to 50 were held by transactions below 110
+        // Transaction 105 may still be running and hold id 40: not yet.
+        assert_eq!(f.at(105), (0, 0));
+        // All below 110 have ended: a complete round proves 50.
+        assert_eq!(f.at(110), (0, 50));
+        f.raise(50);
+        assert_eq!(f.at(110), (50, 50));
+    }
+
+    #[test]
+    fn a_round_cut_short_proves_only_what_it_sealed_and_marks_stay_ordered() {
+        let mut f = SealFloor::default();
+        f.mark(50, 110);
+        f.mark(80, 120);
+        f.mark(70, 130); // not above the last mark: ignored
+        assert_eq!(f.at(125), (0, 80));
+        f.raise(60); // the round stopped at id 60
+        assert_eq!(f.at(125), (60, 80));
+        f.raise(80);
+        assert_eq!(f.at(200), (80, 80));
+        f.mark(80, 140); // nothing new handed out
+        assert_eq!(f.at(200), (80, 80));
     }
 }

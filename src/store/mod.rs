@@ -45,7 +45,10 @@ macro_rules! on_pool {
                 let $pool = &db.pool;
                 $body
             }
-            $crate::store::Store::Postgres($pool) => $body,
+            $crate::store::Store::Postgres(db) => {
+                let $pool = &db.pool;
+                $body
+            }
         }
     };
 }
@@ -65,7 +68,8 @@ macro_rules! begin_write {
                 let mut $tx = $pool.begin_with("BEGIN IMMEDIATE").await?;
                 $body
             }
-            $crate::store::Store::Postgres($pool) => {
+            $crate::store::Store::Postgres(db) => {
+                let $pool = &db.pool;
                 #[allow(unused_mut)]
                 let mut $tx = $pool.begin().await?;
                 $body
@@ -119,7 +123,14 @@ pub(crate) use values_statements;
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteDb),
-    Postgres(PgPool),
+    Postgres(PgDb),
+}
+
+/// The PostgreSQL pool and what this process's sealer has proved about the ledger so far.
+#[derive(Clone, Debug)]
+pub struct PgDb {
+    pub pool: PgPool,
+    seal_floor: std::sync::Arc<std::sync::Mutex<ledger::SealFloor>>,
 }
 
 /// The SQLite pool and the in-process queue of its writers (write transactions of this process
@@ -229,7 +240,7 @@ impl Store {
                 .acquire_timeout(acquire)
                 .connect_with(options)
                 .await?;
-            Ok(Store::Postgres(pool))
+            Ok(Store::Postgres(PgDb { pool, seal_floor: Default::default() }))
         }
     }
 

@@ -34,6 +34,12 @@ const SQLITE_SNAPSHOT: &str = "WITH p AS MATERIALIZED (SELECT id, merchant_ref, 
      'lines', json((SELECT json_group_array(json_array(notice_id, line_no, budget_code, amount)) FROM notice_lines \
         WHERE notice_id IN (SELECT id FROM n WHERE status = 'unpaid'))))";
 
+/// PostgreSQL: for the rest of the transaction, plan lookups by key as index scans in nested
+/// loops (`set_config(…, true)` is `SET LOCAL`).
+const PG_KEYED_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
+     set_config('enable_bitmapscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
+     set_config('enable_mergejoin', 'off', true)";
+
 /// Rows as JSON arrays; SQLite's booleans are 0 and 1.
 type PackedPayment =
     (String, String, String, String, String, i64, String, Option<String>, i64, i64, i64, i64, Option<String>);
@@ -103,6 +109,11 @@ impl Store {
                 let packed: String = sqlx::query_scalar(SQLITE_SNAPSHOT).bind(ids).bind(refs).fetch_one(&mut *tx).await?;
                 unpack_snapshot(&packed)?
             } else {
+                // Every statement of a batch finds its rows by key (a few hundred keys). Without
+                // fresh statistics — a busy table outgrows its last ANALYZE within minutes — the
+                // planner answers long key lists with whole-table scans and hash joins, whose cost
+                // grows with the table; this transaction may use only index lookups.
+                sqlx::query(PG_KEYED_PLANS).execute(&mut *tx).await?;
                 let mut snapshot = Snapshot::default();
                 // Notices first, then payments: the lock order of every writer.
                 let mut qb = sqlx::QueryBuilder::new(

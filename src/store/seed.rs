@@ -284,7 +284,8 @@ impl Store {
                 result?;
                 restored?;
             }
-            Store::Postgres(pool) => {
+            Store::Postgres(db) => {
+                let pool = &db.pool;
                 let statements = pg_statements();
                 let mut tx = pool.begin().await?;
                 run_head!(tx, seed, &binds);

@@ -168,6 +168,53 @@ async fn the_database_refuses_to_change_ledger_rows() {
     app.assert_ledger_invariants().await;
 }
 
+/// On PostgreSQL a posting that took a lower transfer id can commit after higher ones were
+/// sealed; the sealer must still chain it. (SQLite has one writer: ids commit in order.)
+#[tokio::test]
+async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() {
+    let app = TestApp::spawn().await;
+    if !app.db.is_postgres() {
+        return;
+    }
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    assert_eq!(r.body["RspCode"], "00");
+    // A slow posting: it takes its transfer id, then stays open.
+    let mut slow = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    sqlx::query(
+        "INSERT INTO ledger_transactions (id, posting_key, kind, payment_id, notice_code, corrects, memo, created_at) \
+         VALUES ('lt_slow', 'test:slow', 'late_commit', NULL, NULL, NULL, 'committed late', now())",
+    )
+    .execute(&mut slow)
+    .await
+    .unwrap();
+    let slow_id: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger_transfers (transaction_id, debit_account, credit_account, amount, created_at) \
+         SELECT 'lt_slow', debit_account, credit_account, 1, now() FROM ledger_transfers \
+         WHERE credit_account LIKE 'treasury_payable:%' LIMIT 1 RETURNING id",
+    )
+    .fetch_one(&mut slow)
+    .await
+    .unwrap();
+    // Later postings commit and are sealed, over several rounds.
+    for _ in 0..3 {
+        let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+        app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    }
+    let auditor = app.token(Role::Auditor).await;
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["ok"].clone(), r.body["unsealed"].clone()), (json!(true), json!(0)), "{}", r.text);
+    let above: i64 = app.scalar(&format!("SELECT COUNT(*) FROM ledger_seals WHERE transfer_id > {slow_id}")).await;
+    assert!(above >= 6, "the later transfers are sealed: {above}");
+
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["ok"].clone(), r.body["unsealed"].clone()), (json!(true), json!(0)), "{}", r.text);
+    assert_eq!(app.scalar(&format!("SELECT COUNT(*) FROM ledger_seals WHERE transfer_id = {slow_id}")).await, 1);
+    assert_eq!(r.body["sealed"], app.count("ledger_transfers").await, "{}", r.text);
+}
+
 #[tokio::test]
 async fn verify_names_the_first_row_a_superuser_altered() {
     let app = TestApp::spawn().await;
