@@ -761,10 +761,11 @@ impl Bench {
         match get_json(&self.http, &self.url("/v1/ledger/verify"), Some(auditor)).await {
             Ok((404, _)) => {}
             Ok((status, body)) => {
-                let ok = status == 200 && body["ok"] == true;
+                // Verify seals everything committed first, so nothing may be left unsealed.
+                let ok = status == 200 && body["ok"] == true && body["unsealed"] == 0;
                 outcome.verified = Some(ok);
                 checks.push(Check {
-                    name: "ledger chain verifies (GET /v1/ledger/verify)".into(),
+                    name: "ledger chain verifies, every transfer sealed (GET /v1/ledger/verify)".into(),
                     ok,
                     detail: format!("HTTP {status}: {}", truncate(&body.to_string(), 300)),
                 });

@@ -145,8 +145,11 @@ const CHAIN_SELECT: &str = "SELECT s.seq, s.prev_hash, s.hash, t.id AS transfer_
 
 /// PostgreSQL: the oldest transaction id still running; every lower one has ended.
 const PG_OLDEST_RUNNING: &str = "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)";
-/// PostgreSQL: the first transaction id not yet handed out.
-const PG_NEXT_TRANSACTION: &str = "SELECT CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT)";
+/// PostgreSQL: this transaction's id, assigned now if it has none. (Not a snapshot's `xmax`:
+/// a transaction that started after the last one to finish can hold an id above it.)
+const PG_OWN_TRANSACTION: &str = "SELECT CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)";
+/// PostgreSQL: the last transfer id handed out (identity sequences hand out one at a time).
+const PG_IDS_HANDED_OUT: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_transfers_id_seq";
 
 fn poisoned() -> StoreError {
     StoreError::Invariant("the seal floor's lock was poisoned".into())
@@ -159,9 +162,9 @@ const MAX_SEAL_MARKS: usize = 1024;
 /// `floor` is sealed or was never committed, so a round need not look there.
 ///
 /// Ids are handed out when a transfer is inserted, not when it commits, so "the last sealed
-/// id" proves nothing about lower ids. After each round the sealer leaves a *mark*
-/// `(handed_out, xmax)`: every id up to `handed_out` was taken by a transaction whose id is
-/// below `xmax`. Once the oldest running transaction is at or past `xmax`, all of those have
+/// id" proves nothing about lower ids. A round that finds new ids handed out leaves a *mark*
+/// `(handed_out, xid)`: every id up to `handed_out` was taken by a transaction whose id is
+/// below `xid`. Once the oldest running transaction is at or past `xid`, all of those have
 /// ended, so a round that starts then sees every such transfer that committed; when it has
 /// sealed all it found, the floor may rise to `handed_out`. Pure bookkeeping, kept per process:
 /// what one process proves stays true whichever process seals next.
@@ -175,7 +178,7 @@ impl SealFloor {
     /// For a round starting when the oldest running transaction is `xmin`: the floor to look
     /// above now, and the floor proved if the round seals everything it finds.
     fn at(&self, xmin: i64) -> (i64, i64) {
-        let ready = self.marks.iter().rev().find(|(_, xmax)| *xmax <= xmin).map(|(ids, _)| *ids);
+        let ready = self.marks.iter().rev().find(|(_, xid)| *xid <= xmin).map(|(ids, _)| *ids);
         (self.floor, ready.unwrap_or(self.floor).max(self.floor))
     }
 
@@ -185,14 +188,19 @@ impl SealFloor {
         self.marks.retain(|(ids, _)| *ids > floor);
     }
 
-    fn mark(&mut self, handed_out: i64, xmax: i64) {
+    /// The highest id already covered by the floor or a mark: a round marks only beyond it.
+    fn noted(&self) -> i64 {
+        self.marks.back().map_or(self.floor, |(ids, _)| *ids).max(self.floor)
+    }
+
+    fn mark(&mut self, handed_out: i64, xid: i64) {
         if handed_out <= self.floor || self.marks.back().is_some_and(|(ids, _)| *ids >= handed_out) {
             return;
         }
         if self.marks.len() >= MAX_SEAL_MARKS {
             self.marks.pop_front();
         }
-        self.marks.push_back((handed_out, xmax));
+        self.marks.push_back((handed_out, xid));
     }
 }
 
@@ -288,6 +296,7 @@ impl Store {
         );
         // (floor used, floor proved once this round has sealed everything it found)
         let mut pg_floor = (0i64, 0i64);
+        let mut new_mark: Option<(i64, i64)> = None;
         let (sealed, last_id) = begin_write!(self, pool, tx => {
             let rows: Vec<ChainRow> = match self {
                 Store::Sqlite(_) => {
@@ -307,7 +316,20 @@ impl Store {
                         }
                     }
                     let xmin: i64 = sqlx::query_scalar(PG_OLDEST_RUNNING).fetch_one(&mut *tx).await?;
-                    pg_floor = db.seal_floor.lock().map_err(|_| poisoned())?.at(xmin);
+                    let noted;
+                    (pg_floor, noted) = {
+                        let floor = db.seal_floor.lock().map_err(|_| poisoned())?;
+                        (floor.at(xmin), floor.noted())
+                    };
+                    // A new mark: the ids handed out so far, then a transaction id assigned after
+                    // reading them (this round's own). Every posting inserts its ledger
+                    // transaction row, and so holds a transaction id, before its transfers take
+                    // ids: each transaction holding one of these ids has a lower transaction id.
+                    let handed_out: i64 = sqlx::query_scalar(PG_IDS_HANDED_OUT).fetch_one(&mut *tx).await?;
+                    if handed_out > noted {
+                        let xid: i64 = sqlx::query_scalar(PG_OWN_TRANSACTION).fetch_one(&mut *tx).await?;
+                        new_mark = Some((handed_out, xid));
+                    }
                     sqlx::query_as(&select_unsealed).bind(limit).bind(pg_floor.0).fetch_all(&mut *tx).await?
                 }
             };
@@ -334,18 +356,11 @@ impl Store {
             // Everything visible above the floor up to the last row sealed is now sealed (all of
             // it if the round was not cut short by `limit`).
             let proved = if (sealed as i64) < limit { pg_floor.1 } else { pg_floor.1.min(last_id.unwrap_or(0)) };
-            db.seal_floor.lock().map_err(|_| poisoned())?.raise(proved);
-            // A new mark: the ids handed out so far, and the first transaction id not yet given
-            // out, read after them. Every posting inserts its ledger transaction row (and so has
-            // a transaction id) before its transfers take ids, so each transaction holding one
-            // of these ids has an id below `xmax`.
-            let handed_out: i64 = sqlx::query_scalar(
-                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_transfers_id_seq",
-            )
-            .fetch_one(&db.pool)
-            .await?;
-            let xmax: i64 = sqlx::query_scalar(PG_NEXT_TRANSACTION).fetch_one(&db.pool).await?;
-            db.seal_floor.lock().map_err(|_| poisoned())?.mark(handed_out, xmax);
+            let mut floor = db.seal_floor.lock().map_err(|_| poisoned())?;
+            floor.raise(proved);
+            if let Some((handed_out, xid)) = new_mark {
+                floor.mark(handed_out, xid);
+            }
         }
         Ok(sealed)
     }

@@ -179,6 +179,7 @@ async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() 
     let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
     let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
     assert_eq!(r.body["RspCode"], "00");
+    let auditor = app.token(Role::Auditor).await;
     // A slow posting: it takes its transfer id, then stays open.
     let mut slow = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
     sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
@@ -197,12 +198,14 @@ async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() 
     .fetch_one(&mut slow)
     .await
     .unwrap();
-    // Later postings commit and are sealed, over several rounds.
+    // A sealing round runs while it is open (no transaction has finished since it began) …
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    // … and later postings commit and are sealed, over several rounds.
     for _ in 0..3 {
         let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
         app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
     }
-    let auditor = app.token(Role::Auditor).await;
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
     assert_eq!((r.body["ok"].clone(), r.body["unsealed"].clone()), (json!(true), json!(0)), "{}", r.text);
     let above: i64 = app.scalar(&format!("SELECT COUNT(*) FROM ledger_seals WHERE transfer_id > {slow_id}")).await;
