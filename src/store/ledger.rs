@@ -148,7 +148,10 @@ const PG_OLDEST_RUNNING: &str = "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_sn
 /// PostgreSQL: this transaction's id, assigned now if it has none. (Not a snapshot's `xmax`:
 /// a transaction that started after the last one to finish can hold an id above it.)
 const PG_OWN_TRANSACTION: &str = "SELECT CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)";
-/// PostgreSQL: the last transfer id handed out (identity sequences hand out one at a time).
+/// PostgreSQL: how many ids the transfer sequence hands a session at once.
+const PG_SEQUENCE_CACHE: &str = "SELECT cache_size FROM pg_sequences \
+     WHERE schemaname = current_schema() AND sequencename = 'ledger_transfers_id_seq'";
+/// PostgreSQL: the last transfer id handed out (to any session: the cache is 1).
 const PG_IDS_HANDED_OUT: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_transfers_id_seq";
 
 fn poisoned() -> StoreError {
@@ -167,11 +170,16 @@ const MAX_SEAL_MARKS: usize = 1024;
 /// below `xid`. Once the oldest running transaction is at or past `xid`, all of those have
 /// ended, so a round that starts then sees every such transfer that committed; when it has
 /// sealed all it found, the floor may rise to `handed_out`. Pure bookkeeping, kept per process:
-/// what one process proves stays true whichever process seals next.
+/// what one process proves stays true whichever process seals next. Its two premises are rules
+/// of the database (migration `0007_ledger_sealing_order.sql`): the sequence has no cache, and a
+/// transfer is inserted only by a transaction that already holds an id. PostgreSQL 13 or later
+/// (`pg_current_xact_id`, `pg_current_snapshot`).
 #[derive(Debug, Default)]
 pub struct SealFloor {
     floor: i64,
     marks: std::collections::VecDeque<(i64, i64)>,
+    /// The transfer sequence was found to hand out one id at a time.
+    sequence_checked: bool,
 }
 
 impl SealFloor {
@@ -325,6 +333,16 @@ impl Store {
                     // reading them (this round's own). Every posting inserts its ledger
                     // transaction row, and so holds a transaction id, before its transfers take
                     // ids: each transaction holding one of these ids has a lower transaction id.
+                    if !db.seal_floor.lock().map_err(|_| poisoned())?.sequence_checked {
+                        // Marks need ids handed out one at a time (migration 0007 sets it).
+                        let cache: Option<i64> = sqlx::query_scalar(PG_SEQUENCE_CACHE).fetch_optional(&mut *tx).await?;
+                        if cache != Some(1) {
+                            return Err(StoreError::Invariant(format!(
+                                "ledger_transfers_id_seq must hand out ids one at a time (CACHE 1), not {cache:?}"
+                            )));
+                        }
+                        db.seal_floor.lock().map_err(|_| poisoned())?.sequence_checked = true;
+                    }
                     let handed_out: i64 = sqlx::query_scalar(PG_IDS_HANDED_OUT).fetch_one(&mut *tx).await?;
                     if handed_out > noted {
                         let xid: i64 = sqlx::query_scalar(PG_OWN_TRANSACTION).fetch_one(&mut *tx).await?;

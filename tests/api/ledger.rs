@@ -180,8 +180,19 @@ async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() 
     let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
     assert_eq!(r.body["RspCode"], "00");
     let auditor = app.token(Role::Auditor).await;
-    // A slow posting: it takes its transfer id, then stays open.
+    // The floor's premise is a rule of the database: a transfer is inserted only by a transaction
+    // that already wrote (and so holds an id), never on its own.
     let mut slow = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+    let err = sqlx::query(
+        "INSERT INTO ledger_transfers (transaction_id, debit_account, credit_account, amount, created_at) \
+         SELECT transaction_id, debit_account, credit_account, 1, now() FROM ledger_transfers LIMIT 1",
+    )
+    .execute(&mut slow)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("inserted after their ledger transaction row"), "{err}");
+    // A slow posting: it takes its transfer id, then stays open.
     sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
     sqlx::query(
         "INSERT INTO ledger_transactions (id, posting_key, kind, payment_id, notice_code, corrects, memo, created_at) \
