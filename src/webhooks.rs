@@ -89,13 +89,15 @@ pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Rece
     if state.store.backend() != "sqlite" {
         return;
     }
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         if let Err(e) = state.store.checkpoint_wal().await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
-            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -143,16 +143,16 @@ const CHAIN_SELECT: &str = "SELECT s.seq, s.prev_hash, s.hash, t.id AS transfer_
      x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, t.credit_account, t.amount, t.created_at \
      FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id";
 
-/// PostgreSQL: the oldest transaction id still running; every lower one has ended.
-const PG_OLDEST_RUNNING: &str = "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)";
+/// PostgreSQL: the oldest transaction id still running (every lower one has ended), and the
+/// last transfer id handed out (to any session: the sequence's cache is 1).
+const PG_OLDEST_RUNNING_AND_IDS_HANDED_OUT: &str = "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT), \
+     CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_transfers_id_seq";
 /// PostgreSQL: this transaction's id, assigned now if it has none. (Not a snapshot's `xmax`:
 /// a transaction that started after the last one to finish can hold an id above it.)
 const PG_OWN_TRANSACTION: &str = "SELECT CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)";
 /// PostgreSQL: how many ids the transfer sequence hands a session at once.
 const PG_SEQUENCE_CACHE: &str = "SELECT cache_size FROM pg_sequences \
      WHERE schemaname = current_schema() AND sequencename = 'ledger_transfers_id_seq'";
-/// PostgreSQL: the last transfer id handed out (to any session: the cache is 1).
-const PG_IDS_HANDED_OUT: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_transfers_id_seq";
 
 fn poisoned() -> StoreError {
     StoreError::Invariant("the seal floor's lock was poisoned".into())
@@ -323,17 +323,11 @@ impl Store {
                             return Ok(0);
                         }
                     }
-                    let xmin: i64 = sqlx::query_scalar(PG_OLDEST_RUNNING).fetch_one(&mut *tx).await?;
-                    let noted;
-                    (pg_floor, noted) = {
+                    let (noted, sequence_checked) = {
                         let floor = db.seal_floor.lock().map_err(|_| poisoned())?;
-                        (floor.at(xmin), floor.noted())
+                        (floor.noted(), floor.sequence_checked)
                     };
-                    // A new mark: the ids handed out so far, then a transaction id assigned after
-                    // reading them (this round's own). Every posting inserts its ledger
-                    // transaction row, and so holds a transaction id, before its transfers take
-                    // ids: each transaction holding one of these ids has a lower transaction id.
-                    if !db.seal_floor.lock().map_err(|_| poisoned())?.sequence_checked {
+                    if !sequence_checked {
                         // Marks need ids handed out one at a time (migration 0007 sets it).
                         let cache: Option<i64> = sqlx::query_scalar(PG_SEQUENCE_CACHE).fetch_optional(&mut *tx).await?;
                         if cache != Some(1) {
@@ -343,7 +337,13 @@ impl Store {
                         }
                         db.seal_floor.lock().map_err(|_| poisoned())?.sequence_checked = true;
                     }
-                    let handed_out: i64 = sqlx::query_scalar(PG_IDS_HANDED_OUT).fetch_one(&mut *tx).await?;
+                    let (xmin, handed_out): (i64, i64) =
+                        sqlx::query_as(PG_OLDEST_RUNNING_AND_IDS_HANDED_OUT).fetch_one(&mut *tx).await?;
+                    pg_floor = db.seal_floor.lock().map_err(|_| poisoned())?.at(xmin);
+                    // A new mark: the ids handed out so far, then a transaction id assigned after
+                    // reading them (this round's own). Every posting inserts its ledger
+                    // transaction row, and so holds a transaction id, before its transfers take
+                    // ids: each transaction holding one of these ids has a lower transaction id.
                     if handed_out > noted {
                         let xid: i64 = sqlx::query_scalar(PG_OWN_TRANSACTION).fetch_one(&mut *tx).await?;
                         new_mark = Some((handed_out, xid));
