@@ -58,6 +58,10 @@ pub(crate) use on_pool;
 /// PostgreSQL (which locks rows, not the database).
 macro_rules! begin_write {
     ($store:expr, $pool:ident, $tx:ident => $body:expr) => {
+        $crate::store::begin_write!($store, $pool, $tx => sqlite: $body, postgres: $body)
+    };
+    // One body per backend, for code that binds backend-specific types (PostgreSQL arrays).
+    ($store:expr, $pool:ident, $tx:ident => sqlite: $sqlite:expr, postgres: $postgres:expr) => {
         match $store {
             $crate::store::Store::Sqlite(db) => {
                 // SQLite has one writer: queue for it here, in order, rather than in SQLite's
@@ -66,13 +70,13 @@ macro_rules! begin_write {
                 let $pool = &db.pool;
                 #[allow(unused_mut)]
                 let mut $tx = $pool.begin_with("BEGIN IMMEDIATE").await?;
-                $body
+                $sqlite
             }
             $crate::store::Store::Postgres(db) => {
                 let $pool = &db.pool;
                 #[allow(unused_mut)]
                 let mut $tx = $pool.begin().await?;
-                $body
+                $postgres
             }
         }
     };
@@ -82,26 +86,6 @@ pub(crate) use begin_write;
 /// Rows per multi-row statement: under both backends' limits on bound parameters (SQLite 32,766;
 /// PostgreSQL 65,535) for the widest row (the inbox's 16 columns).
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
-
-/// Appends `(v1, v2, …)` to `$qb`, or `(NULL)` for an empty list (which matches nothing).
-macro_rules! push_in_list {
-    ($qb:ident, $values:expr) => {{
-        let mut any = false;
-        $qb.push("(");
-        {
-            let mut list = $qb.separated(", ");
-            for v in $values {
-                list.push_bind(v.as_str());
-                any = true;
-            }
-        }
-        if !any {
-            $qb.push("NULL");
-        }
-        $qb.push(")");
-    }};
-}
-pub(crate) use push_in_list;
 
 /// Runs `INSERT`/`UPDATE` statements with multi-row `VALUES`, [`ROWS_PER_STATEMENT`] rows at a
 /// time; evaluates to the rows affected. `$head` precedes `VALUES`, `$tail` follows it.
