@@ -12,6 +12,49 @@ use chrono::{DateTime, Utc};
 use super::{Store, StoreError, StoreResult, begin_write, now, on_pool, values_statements};
 use crate::ledger::{BrokenLink, ChainedTransfer, GENESIS, Seal, chain_hash, verify_links};
 
+/// One link of the chain as a sealing round writes it: (seq, transfer id, previous hash, hash).
+type Link = (i64, i64, String, String);
+
+/// Writes a sealing round's links, in the shape each backend handles best.
+trait SealWriter {
+    async fn insert_seals(&mut self, links: &[Link], at: DateTime<Utc>) -> StoreResult<()>;
+}
+
+impl SealWriter for sqlx::SqliteConnection {
+    async fn insert_seals(&mut self, links: &[Link], at: DateTime<Utc>) -> StoreResult<()> {
+        let conn = self;
+        values_statements!(
+            conn,
+            "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) ",
+            links,
+            "",
+            |b, l| {
+                b.push_bind(l.0).push_bind(l.1).push_bind(l.2.as_str()).push_bind(l.3.as_str()).push_bind(at);
+            }
+        );
+        Ok(())
+    }
+}
+
+impl SealWriter for sqlx::PgConnection {
+    /// Columns as arrays: one statement text whatever the round's size, prepared once.
+    async fn insert_seals(&mut self, links: &[Link], at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) \
+             SELECT seq, transfer_id, prev_hash, hash, $5 FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[]) \
+             AS l (seq, transfer_id, prev_hash, hash)",
+        )
+        .bind(links.iter().map(|l| l.0).collect::<Vec<_>>())
+        .bind(links.iter().map(|l| l.1).collect::<Vec<_>>())
+        .bind(links.iter().map(|l| l.2.as_str()).collect::<Vec<_>>())
+        .bind(links.iter().map(|l| l.3.as_str()).collect::<Vec<_>>())
+        .bind(at)
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Inserts a [`crate::ledger::PostingPlan`] inside the transaction `$tx`; evaluates to the new
 /// ledger transaction's id. A macro so that one text serves both backends' transactions.
 macro_rules! insert_posting {
@@ -363,10 +406,9 @@ impl Store {
                 links.push((seq, row.transfer_id, std::mem::replace(&mut prev, hash.clone()), hash));
                 seq += 1;
             }
-            values_statements!(tx, "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) ", links, "",
-                |b, l| {
-                    b.push_bind(l.0).push_bind(l.1).push_bind(l.2.as_str()).push_bind(l.3.as_str()).push_bind(at);
-                });
+            if !links.is_empty() {
+                SealWriter::insert_seals(&mut *tx, &links, at).await?;
+            }
             tx.commit().await?;
             (rows.len(), rows.last().map(|r| r.transfer_id))
         });

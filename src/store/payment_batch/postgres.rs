@@ -19,7 +19,7 @@ use crate::store::StoreResult;
 /// cost grows with the table.
 const KEYED_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
      set_config('enable_bitmapscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
-     set_config('enable_mergejoin', 'off', true)";
+     set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)";
 
 /// The ids of the batch's payments: `$1` (ids) and those of `$2` (merchant references).
 const BATCH_PAYMENT_IDS: &str = "$1::text[] || ARRAY(SELECT id FROM payments WHERE merchant_ref = ANY($2::text[]))";
