@@ -114,8 +114,8 @@ impl Application {
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             });
-        let poller = tokio::spawn(crate::webhooks::run_background(self.state.clone(), stopping_rx.clone()));
-        let checkpointer = tokio::spawn(crate::webhooks::run_checkpoints(self.state.clone(), stopping_rx.clone()));
+        let poller = tokio::spawn(crate::background::run_background(self.state.clone(), stopping_rx.clone()));
+        let checkpointer = tokio::spawn(crate::background::run_checkpoints(self.state.clone(), stopping_rx.clone()));
         let mut stopping = stopping_rx;
         let server = std::pin::pin!(server.into_future());
         let result = tokio::select! {

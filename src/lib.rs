@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod bench;
 pub mod callbacks;
 pub mod clock;

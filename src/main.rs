@@ -213,7 +213,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Ledger(LedgerCommand::Verify) => {
             let store = Store::connect(&config.database).await?;
-            store.seal_ledger_fully(paygate::webhooks::SEAL_BATCH).await?;
+            store.seal_ledger_fully(paygate::background::SEAL_BATCH).await?;
             let report = store.verify_ledger().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {

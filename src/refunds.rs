@@ -4,7 +4,8 @@
 //! row lock); it is posted to the ledger only when the provider confirms it; a provider that
 //! refuses it leaves a `failed` refund and releases the reservation; a provider that cannot be
 //! reached or answers garbage leaves the refund `pending` and reserved — it may have been made,
-//! so it must not be sent twice.
+//! so it must not be sent twice — until a treasurer records the outcome they confirmed with the
+//! provider ([`record_outcome`]); a refund's outcome is settled once and never changed.
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -12,7 +13,7 @@ use crate::http::problem::Problem;
 use crate::providers::{ProviderError, RefundCall};
 use crate::store::now;
 use crate::store::payments::PaymentRecord;
-use crate::store::refunds::{RefundRecord, ReserveError};
+use crate::store::refunds::{RefundRecord, ReserveError, Settled};
 
 /// A treasurer's refund request.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
@@ -91,7 +92,11 @@ pub async fn request(
     // refund left pending would keep its amount reserved.
     let mut attempt = 0;
     loop {
-        match state.store.settle_refund(&refund.id, outcome.as_ref().map(|r| *r).map_err(String::as_str), now()).await {
+        match state
+            .store
+            .settle_refund(&refund.id, outcome.as_ref().map(|r| *r).map_err(String::as_str), None, now())
+            .await
+        {
             Ok(_) => break,
             Err(crate::store::StoreError::Unavailable(_)) if attempt < 5 => {
                 attempt += 1;
@@ -126,5 +131,68 @@ pub async fn request(
             "Refund failed",
             format!("{} did not refund: {e}. Nothing was posted; the amount is refundable again.", payment.provider),
         )),
+    }
+}
+
+/// What a treasurer confirmed with the provider about a refund whose outcome was unknown.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+pub struct RefundOutcome {
+    /// `succeeded` (the provider made it: it is posted) or `failed` (it did not: the amount is
+    /// refundable again).
+    pub outcome: String,
+    /// The provider's reference for the refund it made; only with `succeeded`.
+    pub provider_ref: Option<String>,
+    /// How the outcome was confirmed (the provider's portal, its support desk…); kept with the
+    /// refund together with who recorded it.
+    pub note: String,
+}
+
+/// Settles a pending refund with the outcome a treasurer confirmed with the provider: posted if
+/// it succeeded, its reservation released if it failed. Only a pending refund can be settled.
+pub async fn record_outcome(
+    state: &AppState,
+    refund_id: &str,
+    req: &RefundOutcome,
+    by: &Principal,
+) -> Result<(RefundRecord, PaymentRecord), Problem> {
+    let succeeded = match req.outcome.as_str() {
+        "succeeded" => true,
+        "failed" => false,
+        _ => return Err(Problem::validation("outcome", "must be \"succeeded\" or \"failed\"")),
+    };
+    let note = req.note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(Problem::validation("note", "must be 1 to 500 characters"));
+    }
+    let provider_ref = req.provider_ref.as_deref().map(str::trim);
+    match provider_ref {
+        Some(_) if !succeeded => {
+            return Err(Problem::validation("provider_ref", "only a refund that succeeded has a provider reference"));
+        }
+        Some(r) if r.is_empty() || r.chars().count() > 100 => {
+            return Err(Problem::validation("provider_ref", "must be 1 to 100 characters"));
+        }
+        _ => {}
+    }
+    let recorded = format!("outcome confirmed with the provider, recorded by {}: {note}", by.name);
+    let outcome = if succeeded { Ok(provider_ref) } else { Err(recorded.as_str()) };
+    match state.store.settle_refund(refund_id, outcome, Some(&recorded), now()).await? {
+        Settled::NotFound => Err(Problem::not_found(format!("No refund with id {refund_id:?}."))),
+        Settled::AlreadySettled(status) => Err(Problem::conflict(
+            "refund-already-settled",
+            "Refund already settled",
+            format!("Refund {refund_id} is {status}; a settled refund's outcome is never changed."),
+        )),
+        Settled::Applied { .. } => {
+            tracing::info!(refund = %refund_id, outcome = %req.outcome, by = %by.name, "refund outcome recorded");
+            let refund =
+                state.store.find_refund(refund_id).await?.ok_or_else(|| Problem::internal(&"refund vanished"))?;
+            let payment = state
+                .store
+                .find_payment(crate::store::payments::PaymentKey::Id(&refund.payment_id))
+                .await?
+                .ok_or_else(|| Problem::internal(&"payment vanished"))?;
+            Ok((refund, payment))
+        }
     }
 }

@@ -83,7 +83,7 @@ pub async fn entries(
     responses((status = 200, body = ChainReport)), security(("bearer" = [])))]
 pub async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ChainReport>> {
     caller.require(&READERS)?;
-    state.store.seal_ledger_fully(crate::webhooks::SEAL_BATCH).await?;
+    state.store.seal_ledger_fully(crate::background::SEAL_BATCH).await?;
     let report = state.store.verify_ledger().await?;
     if !report.ok {
         tracing::error!(broken = ?report.first_broken, "ledger chain does not verify");

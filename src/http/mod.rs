@@ -74,6 +74,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(payments::create))
         .routes(routes!(payments::show))
         .routes(routes!(payments::refund))
+        .routes(routes!(payments::refund_outcome))
         .routes(routes!(callbacks::vnpay))
         .routes(routes!(callbacks::momo))
         .routes(routes!(callbacks::zalopay))

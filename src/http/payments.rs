@@ -140,3 +140,24 @@ pub async fn refund(
     let (refund, payment) = crate::refunds::request(&state, &id, &req, who).await?;
     Ok((StatusCode::CREATED, Json(RefundView { refund, payment: PaymentView::new(&payment, None) })))
 }
+
+/// Record the outcome of a refund left pending because its provider did not answer clearly
+/// (`treasurer`), once it has been confirmed with the provider.
+#[utoipa::path(post, path = "/v1/refunds/{id}/outcome", tag = "ledger", request_body = crate::refunds::RefundOutcome,
+    params(("id" = String, Path, description = "Refund id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, body = RefundView),
+              (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 409, body = ProblemDetails, content_type = "application/problem+json"),
+              (status = 422, body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn refund_outcome(
+    State(state): State<AppState>,
+    caller: super::auth::Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<crate::refunds::RefundOutcome>,
+) -> ApiResult<Json<RefundView>> {
+    let who = caller.require(&[crate::auth::Role::Treasurer])?;
+    let (refund, payment) = crate::refunds::record_outcome(&state, &id, &req, who).await?;
+    Ok(Json(RefundView { refund, payment: PaymentView::new(&payment, None) }))
+}

@@ -278,7 +278,7 @@ impl Store {
 
     /// Copies what the SQLite write-ahead log holds into the database file, without waiting for
     /// or blocking writers (a passive checkpoint); nothing to do on PostgreSQL. Run every 100 ms
-    /// by `webhooks::run_checkpoints`, so that writers seldom pay for checkpoints themselves.
+    /// by `background::run_checkpoints`, so that writers seldom pay for checkpoints themselves.
     pub async fn checkpoint_wal(&self) -> StoreResult<()> {
         if let Store::Sqlite(db) = self {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&db.pool).await?;

@@ -140,6 +140,7 @@ impl Store {
         &self,
         refund_id: &str,
         outcome: Result<Option<&str>, &str>,
+        note: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<Settled> {
         let lock = self.lock_clause_pub();
@@ -161,7 +162,7 @@ impl Store {
             }
             let p: PaymentRecord = sqlx::query_as(&select_payment).bind(&r.payment_id).fetch_one(&mut *tx).await?;
             let (status, provider_ref, detail) = match outcome {
-                Ok(provider_ref) => ("succeeded", provider_ref, None),
+                Ok(provider_ref) => ("succeeded", provider_ref, note),
                 Err(why) => ("failed", None, Some(why)),
             };
             sqlx::query("UPDATE refunds SET status = $2, provider_ref = $3, detail = $4, updated_at = $5 WHERE id = $1")
@@ -225,6 +226,15 @@ impl Store {
             Settled::Applied { refund_status: status.to_string(), payment_status }
         });
         Ok(settled)
+    }
+
+    pub async fn find_refund(&self, refund_id: &str) -> StoreResult<Option<RefundRecord>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1"))
+                .bind(refund_id)
+                .fetch_optional(pool)
+                .await
+        })?)
     }
 
     pub async fn payment_refunds(&self, payment_id: &str) -> StoreResult<Vec<RefundRecord>> {

@@ -145,7 +145,7 @@ async fn concurrent_refund_requests_and_confirmations_apply_once() {
     let (refund, _) = a.store.reserve_refund(&id, Some(2_000_000), "test", "t", chrono::Utc::now()).await.unwrap();
     let stores = [&a.store, &b.store, &c.store];
     let results = futures::future::join_all(
-        (0..50).map(|i| stores[i % 3].settle_refund(&refund.id, Ok(Some("VNP-R1")), chrono::Utc::now())),
+        (0..50).map(|i| stores[i % 3].settle_refund(&refund.id, Ok(Some("VNP-R1")), None, chrono::Utc::now())),
     )
     .await;
     let applied = results.iter().filter(|r| matches!(r, Ok(paygate::store::refunds::Settled::Applied { .. }))).count();
@@ -194,5 +194,77 @@ async fn a_refund_whose_outcome_is_unknown_stays_reserved() {
     // It may have been made: nothing more can be refunded until it is resolved.
     let r = app.post_json(&path, &json!({"reason": "again"}), Some(&treasurer), None).await;
     assert_eq!(r.assert_problem(422, "validation-error")["code"], "exceeds_remaining");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_treasurer_settles_a_refund_left_pending_with_the_outcome_confirmed_with_the_provider() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    // Another instance whose MoMo endpoint does not answer: both refunds are left pending.
+    let other = app.spawn_sibling(|c| c.providers.momo.base_url = "http://127.0.0.1:9".into()).await;
+    let (made_code, made) = paid(&app, "momo").await;
+    let (_, not_made) = paid(&app, "momo").await;
+    let mut pending = Vec::new();
+    for id in [&made, &not_made] {
+        let path = format!("/v1/payments/{id}/refunds");
+        let r =
+            other.post_json(&path, &json!({"amount": 1_250_000, "reason": "withdrawn"}), Some(&treasurer), None).await;
+        r.assert_problem(502, "refund-outcome-unknown");
+        let refund = &other.payment(id).await["refunds"][0];
+        assert_eq!(refund["status"], "pending");
+        pending.push(refund["id"].as_str().unwrap().to_string());
+    }
+    let outcome_of = |refund: &str| format!("/v1/refunds/{refund}/outcome");
+
+    // Only a treasurer records an outcome; bad input is refused and changes nothing.
+    for role in [Role::Auditor, Role::Admin, Role::Issuer] {
+        let t = app.token(role).await;
+        let body = json!({"outcome": "succeeded", "note": "portal"});
+        app.post_json(&outcome_of(&pending[0]), &body, Some(&t), None).await.assert_problem(403, "forbidden");
+    }
+    for (body, field) in [
+        (json!({"outcome": "maybe", "note": "portal"}), "outcome"),
+        (json!({"outcome": "succeeded", "note": "  "}), "note"),
+        (json!({"outcome": "failed", "provider_ref": "MM-1", "note": "portal"}), "provider_ref"),
+        (json!({"outcome": "succeeded", "provider_ref": "", "note": "portal"}), "provider_ref"),
+    ] {
+        let r = app.post_json(&outcome_of(&pending[0]), &body, Some(&treasurer), None).await;
+        assert_eq!(r.assert_problem(422, "validation-error")["field"], field, "{body}");
+    }
+    let body = json!({"outcome": "succeeded", "note": "portal"});
+    app.post_json(&outcome_of("rf_unknown"), &body, Some(&treasurer), None).await.assert_problem(404, "not-found");
+    assert_eq!(app.payment(&made).await["refunds"][0]["status"], "pending");
+
+    // The provider made the first: it is posted, once.
+    let body = json!({"outcome": "succeeded", "provider_ref": "MM-REFUND-77", "note": "seen on the MoMo portal"});
+    let r = app.post_json(&outcome_of(&pending[0]), &body, Some(&treasurer), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["refund"]["status"], "succeeded");
+    assert_eq!(r.body["refund"]["provider_ref"], "MM-REFUND-77");
+    assert!(r.body["refund"]["detail"].as_str().unwrap().contains("seen on the MoMo portal"), "{}", r.text);
+    assert_eq!(r.body["payment"]["status"], "partially_refunded");
+    assert_eq!(r.body["payment"]["refunded_amount"], 1_250_000);
+    let again = json!({"outcome": "failed", "note": "changed my mind"});
+    app.post_json(&outcome_of(&pending[0]), &again, Some(&treasurer), None)
+        .await
+        .assert_problem(409, "refund-already-settled");
+    assert_eq!(app.payment(&made).await["refunded_amount"], 1_250_000);
+    let sql = format!(
+        "SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{made_code}' AND event_type = 'payment.refunded'"
+    );
+    assert_eq!(app.scalar(&sql).await, 1);
+
+    // It did not make the second: nothing is posted and the amount is refundable again.
+    let body = json!({"outcome": "failed", "note": "MoMo support: never received"});
+    let r = app.post_json(&outcome_of(&pending[1]), &body, Some(&treasurer), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["refund"]["status"], "failed");
+    assert_eq!(r.body["payment"]["status"], "succeeded");
+    assert_eq!(r.body["payment"]["refunded_amount"], 0);
+    let path = format!("/v1/payments/{not_made}/refunds");
+    let r = app.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), None).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["refund"]["amount"], 6_250_000, "the whole payment is refundable again");
     app.assert_ledger_invariants().await;
 }

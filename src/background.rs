@@ -1,0 +1,89 @@
+//! The work every instance does in the background, each on a timer until the service stops:
+//! ledger sealing, payment status rounds, webhook deliveries, the purge of expired idempotency
+//! keys, and (SQLite) write-ahead-log checkpoints.
+//!
+//! Invariants: every round is safe on any number of instances at once — sealing under its lock,
+//! status rounds and deliveries by row claims in the database — so no instance is special; a
+//! failed round is logged and tried again on the next tick, never ends the loop; the loops stop
+//! when `stop` turns true.
+
+use std::time::Duration as StdDuration;
+
+use crate::app::AppState;
+
+/// Transfers chained per sealing transaction.
+pub const SEAL_BATCH: i64 = 500;
+
+/// How often the SQLite write-ahead log is checkpointed in the background.
+const CHECKPOINT_EVERY: StdDuration = StdDuration::from_millis(100);
+
+/// Checkpoints the SQLite write-ahead log every [`CHECKPOINT_EVERY`] until `stop` turns true
+/// (nothing on PostgreSQL). Frequent passive checkpoints keep what a writer's own automatic
+/// checkpoint has left to copy small, so no payment batch stalls on a large one.
+pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if state.store.backend() != "sqlite" {
+        return;
+    }
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = state.store.checkpoint_wal().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
+/// Runs the background work every instance does: payment status rounds, ledger sealing,
+/// webhook deliveries and the purge of expired idempotency keys, until `stop` turns true.
+pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let http = match reqwest::Client::builder()
+        .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; background work stopped");
+            return;
+        }
+    };
+    let seal_every = StdDuration::from_millis(state.config.ledger.seal_interval_ms);
+    let poll_every = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
+    let mut last_poll = std::time::Instant::now() - poll_every;
+    loop {
+        // Small batches, so that payments confirmed meanwhile wait at most one short batch for
+        // the writer (SQLite) and the chain catches up within the round.
+        loop {
+            match state.store.seal_ledger(SEAL_BATCH).await {
+                Ok(n) if n as i64 == SEAL_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ledger sealing round failed");
+                    break;
+                }
+            }
+        }
+        if last_poll.elapsed() >= poll_every {
+            last_poll = std::time::Instant::now();
+            match crate::payments::poller::run_once(&state, crate::store::now()).await {
+                Ok(r) if r.claimed > 0 => tracing::info!(?r, "payment status round"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payment status round failed"),
+            }
+            if let Err(e) = crate::webhooks::deliver_once(&state, &http, crate::store::now()).await {
+                tracing::warn!(error = %e, "webhook delivery round failed");
+            }
+            let ttl = chrono::Duration::seconds(state.config.idempotency.ttl_secs as i64);
+            if let Err(e) = state.store.purge_idempotency_keys(crate::store::now() - ttl).await {
+                tracing::warn!(error = %e, "could not purge expired idempotency keys");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(seal_every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
