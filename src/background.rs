@@ -50,10 +50,15 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
             return;
         }
     };
-    let seal_every = StdDuration::from_millis(state.config.ledger.seal_interval_ms);
+    let mut seal_every = tokio::time::interval(StdDuration::from_millis(state.config.ledger.seal_interval_ms.max(1)));
+    seal_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let poll_every = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
     let mut last_poll = std::time::Instant::now() - poll_every;
     loop {
+        tokio::select! {
+            _ = seal_every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         // Small batches, so that payments confirmed meanwhile wait at most one short batch for
         // the writer (SQLite) and the chain catches up within the round.
         loop {
@@ -80,10 +85,6 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
             if let Err(e) = state.store.purge_idempotency_keys(crate::store::now() - ttl).await {
                 tracing::warn!(error = %e, "could not purge expired idempotency keys");
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(seal_every) => {}
-            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
