@@ -12,7 +12,8 @@ use crate::payments::batch::{
 };
 use crate::store::StoreResult;
 
-/// For the rest of the transaction, plan lookups by key as index scans in nested loops
+/// For the rest of the transaction, plan lookups by key as index scans in nested loops, and use
+/// each prepared statement's generic plan rather than planning it again for every batch
 /// (`set_config(…, true)` is `SET LOCAL`). Every statement of a batch finds its rows by key (a few
 /// hundred keys); without fresh statistics — a busy table outgrows its last ANALYZE within
 /// minutes — the planner answers long key lists with whole-table scans and hash joins, whose
