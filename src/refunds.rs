@@ -13,7 +13,7 @@ use crate::http::problem::Problem;
 use crate::providers::{ProviderError, RefundCall};
 use crate::store::now;
 use crate::store::payments::PaymentRecord;
-use crate::store::refunds::{RefundRecord, ReserveError, Settled};
+use crate::store::refunds::{RefundAnswer, RefundRecord, ReserveError, Settled};
 
 /// A treasurer's refund request.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
@@ -84,19 +84,16 @@ pub async fn request(
             ),
         ));
     }
-    let outcome = match &answer {
-        Ok(provider_ref) => Ok(provider_ref.as_deref()),
-        Err(e) => Err(e.to_string()),
+    let refused = answer.as_ref().err().map(ToString::to_string);
+    let settled_with = match refused.as_deref() {
+        Some(why) => RefundAnswer::NotMade { why },
+        None => RefundAnswer::Made { provider_ref: answer.as_ref().ok().and_then(Option::as_deref), note: None },
     };
     // The provider has answered: record it, retrying a busy database a few times, because a
     // refund left pending would keep its amount reserved.
     let mut attempt = 0;
     loop {
-        match state
-            .store
-            .settle_refund(&refund.id, outcome.as_ref().map(|r| *r).map_err(String::as_str), None, now())
-            .await
-        {
+        match state.store.settle_refund(&refund.id, settled_with, now()).await {
             Ok(_) => break,
             Err(crate::store::StoreError::Unavailable(_)) if attempt < 5 => {
                 attempt += 1;
@@ -175,8 +172,12 @@ pub async fn record_outcome(
         _ => {}
     }
     let recorded = format!("outcome confirmed with the provider, recorded by {}: {note}", by.name);
-    let outcome = if succeeded { Ok(provider_ref) } else { Err(recorded.as_str()) };
-    match state.store.settle_refund(refund_id, outcome, Some(&recorded), now()).await? {
+    let answer = if succeeded {
+        RefundAnswer::Made { provider_ref, note: Some(&recorded) }
+    } else {
+        RefundAnswer::NotMade { why: &recorded }
+    };
+    match state.store.settle_refund(refund_id, answer, now()).await? {
         Settled::NotFound => Err(Problem::not_found(format!("No refund with id {refund_id:?}."))),
         Settled::AlreadySettled(status) => Err(Problem::conflict(
             "refund-already-settled",

@@ -51,6 +51,15 @@ impl From<sqlx::Error> for ReserveError {
     }
 }
 
+/// What became of a refund: the provider's answer, or what a treasurer confirmed with it.
+#[derive(Debug, Clone, Copy)]
+pub enum RefundAnswer<'a> {
+    /// Made; `note` (if any) is kept in the refund's `detail`.
+    Made { provider_ref: Option<&'a str>, note: Option<&'a str> },
+    /// Not made; `why` is kept in the refund's `detail` and the amount is refundable again.
+    NotMade { why: &'a str },
+}
+
 /// What settling did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
@@ -139,8 +148,7 @@ impl Store {
     pub async fn settle_refund(
         &self,
         refund_id: &str,
-        outcome: Result<Option<&str>, &str>,
-        note: Option<&str>,
+        answer: RefundAnswer<'_>,
         at: DateTime<Utc>,
     ) -> StoreResult<Settled> {
         let lock = self.lock_clause_pub();
@@ -161,9 +169,9 @@ impl Store {
                 return Ok(Settled::AlreadySettled(r.status));
             }
             let p: PaymentRecord = sqlx::query_as(&select_payment).bind(&r.payment_id).fetch_one(&mut *tx).await?;
-            let (status, provider_ref, detail) = match outcome {
-                Ok(provider_ref) => ("succeeded", provider_ref, note),
-                Err(why) => ("failed", None, Some(why)),
+            let (status, provider_ref, detail) = match answer {
+                RefundAnswer::Made { provider_ref, note } => ("succeeded", provider_ref, note),
+                RefundAnswer::NotMade { why } => ("failed", None, Some(why)),
             };
             sqlx::query("UPDATE refunds SET status = $2, provider_ref = $3, detail = $4, updated_at = $5 WHERE id = $1")
                 .bind(&r.id)

@@ -4,6 +4,8 @@
 use paygate::auth::Role;
 use serde_json::json;
 
+use paygate::store::refunds::RefundAnswer::Made;
+
 use crate::helpers::{TestApp, read};
 
 fn browser() -> reqwest::Client {
@@ -144,9 +146,9 @@ async fn concurrent_refund_requests_and_confirmations_apply_once() {
     // Fifty confirmations of one refund, over three processes: one settlement.
     let (refund, _) = a.store.reserve_refund(&id, Some(2_000_000), "test", "t", chrono::Utc::now()).await.unwrap();
     let stores = [&a.store, &b.store, &c.store];
-    let results = futures::future::join_all(
-        (0..50).map(|i| stores[i % 3].settle_refund(&refund.id, Ok(Some("VNP-R1")), None, chrono::Utc::now())),
-    )
+    let results = futures::future::join_all((0..50).map(|i| {
+        stores[i % 3].settle_refund(&refund.id, Made { provider_ref: Some("VNP-R1"), note: None }, chrono::Utc::now())
+    }))
     .await;
     let applied = results.iter().filter(|r| matches!(r, Ok(paygate::store::refunds::Settled::Applied { .. }))).count();
     assert_eq!(applied, 1, "{results:?}");
