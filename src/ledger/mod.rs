@@ -32,6 +32,16 @@ pub fn treasury_payable(budget_code: &str) -> String {
     format!("treasury_payable:{budget_code}")
 }
 
+/// The accounts `plans` move money between, each once, in name order: the order every writer
+/// creates accounts in, so two transactions creating the same ones cannot deadlock.
+pub fn accounts_in_order<'a>(plans: impl IntoIterator<Item = &'a PostingPlan>) -> Vec<&'a str> {
+    let accounts: std::collections::BTreeSet<&str> = plans
+        .into_iter()
+        .flat_map(|p| p.transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]))
+        .collect();
+    accounts.into_iter().collect()
+}
+
 /// The account kind, from its name.
 pub fn account_kind(name: &str) -> &'static str {
     match name.split_once(':').map(|(k, _)| k).unwrap_or(name) {

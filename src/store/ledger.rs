@@ -62,17 +62,13 @@ macro_rules! insert_posting {
         let plan: &$crate::ledger::PostingPlan = $plan;
         let at: chrono::DateTime<chrono::Utc> = $at;
         let ledger_tx_id = format!("lt_{}", uuid::Uuid::now_v7().simple());
-        // Accounts in one order in every transaction (no deadlock when two create them at once).
-        let mut accounts: Vec<&String> = plan.transfers.iter().flat_map(|t| [&t.debit, &t.credit]).collect();
-        accounts.sort();
-        accounts.dedup();
         {
-            for account in accounts {
+            for account in $crate::ledger::accounts_in_order([plan]) {
                 sqlx::query(
                     "INSERT INTO ledger_accounts (name, kind, created_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO NOTHING",
                 )
-                .bind(account.as_str())
+                .bind(account)
                 .bind($crate::ledger::account_kind(account))
                 .bind(at)
                 .execute(&mut *$tx)

@@ -81,13 +81,7 @@ fn expect_rows(touched: u64, planned: usize, what: &str) -> StoreResult<()> {
     }
 }
 
-/// Ledger accounts a batch's postings name, each once, in name order (the order every writer
-/// creates them in, so two writers creating the same accounts cannot deadlock).
+/// Ledger accounts a batch's postings name, in the order every writer creates them.
 fn posting_accounts(writes: &BatchWrites) -> Vec<&str> {
-    let accounts: BTreeSet<&str> = writes
-        .postings
-        .iter()
-        .flat_map(|p| p.plan.transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]))
-        .collect();
-    accounts.into_iter().collect()
+    crate::ledger::accounts_in_order(writes.postings.iter().map(|p| &p.plan))
 }
