@@ -75,7 +75,8 @@ impl Application {
         };
         let providers = Providers::from_config(&config.providers, &config.partner_banks(), &public_base_url)?;
         let payment_writer =
-            PaymentWriter::start(store.clone(), config.database.payment_writers(), config.database.payment_batch_max);
+            PaymentWriter::start(store.clone(), config.database.payment_writers(), config.database.payment_batch_max)
+                .map_err(|e| anyhow::anyhow!("cannot start the payment writers: {e}"))?;
         let state = AppState(Arc::new(Inner {
             config,
             store,
@@ -114,8 +115,14 @@ impl Application {
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             });
-        let poller = tokio::spawn(crate::background::run_background(self.state.clone(), stopping_rx.clone()));
-        let checkpointer = tokio::spawn(crate::background::run_checkpoints(self.state.clone(), stopping_rx.clone()));
+        // Stopped when serving ends, and also if this future is dropped before: the sealer runs on
+        // the payment writers' thread, which outlives the caller's runtime.
+        let _background = [
+            tokio::spawn(crate::background::run_background(self.state.clone(), stopping_rx.clone())),
+            tokio::spawn(crate::background::run_checkpoints(self.state.clone(), stopping_rx.clone())),
+            self.state.payment_writer.spawn(crate::background::run_sealing(self.state.clone(), stopping_rx.clone())),
+        ]
+        .map(AbortOnDrop);
         let mut stopping = stopping_rx;
         let server = std::pin::pin!(server.into_future());
         let result = tokio::select! {
@@ -128,9 +135,16 @@ impl Application {
                 Ok(())
             }
         };
-        poller.abort();
-        checkpointer.abort();
         result
+    }
+}
+
+/// A background task that is stopped when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -37,23 +37,13 @@ pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Rece
     }
 }
 
-/// Runs the background work every instance does: payment status rounds, ledger sealing,
-/// webhook deliveries and the purge of expired idempotency keys, until `stop` turns true.
-pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let http = match reqwest::Client::builder()
-        .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the webhook HTTP client; background work stopped");
-            return;
-        }
-    };
+/// Seals the ledger every `ledger.seal_interval_ms` until `stop` turns true. It is started on
+/// the payment writers' thread ([`crate::store::group_commit::PaymentWriter::spawn`]): on SQLite
+/// a sealing round holds the same write lock as a payment batch, and there its statements are
+/// not queued behind request handlers while it holds it.
+pub async fn run_sealing(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut seal_every = tokio::time::interval(StdDuration::from_millis(state.config.ledger.seal_interval_ms.max(1)));
     seal_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let poll_every = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
-    let mut last_poll = std::time::Instant::now() - poll_every;
     loop {
         tokio::select! {
             _ = seal_every.tick() => {}
@@ -71,20 +61,41 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
                 }
             }
         }
-        if last_poll.elapsed() >= poll_every {
-            last_poll = std::time::Instant::now();
-            match crate::payments::poller::run_once(&state, crate::store::now()).await {
-                Ok(r) if r.claimed > 0 => tracing::info!(?r, "payment status round"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "payment status round failed"),
-            }
-            if let Err(e) = crate::webhooks::deliver_once(&state, &http, crate::store::now()).await {
-                tracing::warn!(error = %e, "webhook delivery round failed");
-            }
-            let ttl = chrono::Duration::seconds(state.config.idempotency.ttl_secs as i64);
-            if let Err(e) = state.store.purge_idempotency_keys(crate::store::now() - ttl).await {
-                tracing::warn!(error = %e, "could not purge expired idempotency keys");
-            }
+    }
+}
+
+/// Runs the rounds every instance does every `providers.status_poll_interval_secs`: payment
+/// status queries, webhook deliveries and the purge of expired idempotency keys, until `stop`
+/// turns true.
+pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let http = match reqwest::Client::builder()
+        .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; background work stopped");
+            return;
+        }
+    };
+    let mut every = tokio::time::interval(StdDuration::from_secs(state.config.providers.status_poll_interval_secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match crate::payments::poller::run_once(&state, crate::store::now()).await {
+            Ok(r) if r.claimed > 0 => tracing::info!(?r, "payment status round"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "payment status round failed"),
+        }
+        if let Err(e) = crate::webhooks::deliver_once(&state, &http, crate::store::now()).await {
+            tracing::warn!(error = %e, "webhook delivery round failed");
+        }
+        let ttl = chrono::Duration::seconds(state.config.idempotency.ttl_secs as i64);
+        if let Err(e) = state.store.purge_idempotency_keys(crate::store::now() - ttl).await {
+            tracing::warn!(error = %e, "could not purge expired idempotency keys");
         }
     }
 }

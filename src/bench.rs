@@ -381,6 +381,9 @@ struct PhaseReport {
     rate: Option<f64>,
     requests: usize,
     wall: Duration,
+    /// CPU time this process (service, clients, and SQLite) used during the phase; `None` where
+    /// `/proc/self/stat` cannot be read.
+    cpu: Option<Duration>,
     histogram: Histogram<u64>,
     /// Replies by `RspCode` (`http <status>` / `transport` for requests without one).
     codes: BTreeMap<String, u64>,
@@ -657,6 +660,7 @@ impl Bench {
         let total = urls.len();
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
+        let cpu_before = process_cpu();
         let start = tokio::time::Instant::now();
         for _ in 0..self.args.concurrency.min(total) {
             let (urls, next, http) = (urls.clone(), next.clone(), self.http.clone());
@@ -715,8 +719,9 @@ impl Bench {
             }
         }
         let wall = start.elapsed();
+        let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
         error_examples.truncate(EXAMPLES);
-        PhaseReport { label: label.to_string(), rate, requests: total, wall, histogram, codes, error_examples }
+        PhaseReport { label: label.to_string(), rate, requests: total, wall, cpu, histogram, codes, error_examples }
     }
 
     /// Every payment succeeded once, by its callback, and nothing is owed back.
@@ -984,6 +989,17 @@ async fn create_payment(
     Ok((field("id")?, code.to_string(), field("merchant_ref")?, amount))
 }
 
+/// User plus system CPU time of this whole process so far, from `/proc/self/stat` (Linux; its
+/// clock ticks are USER_HZ, 100 per second).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields; the first two (pid, comm) precede the split.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn print_phase(p: &PhaseReport, a: &BenchArgs) {
     match p.rate {
         Some(r) => println!("{}: {} callbacks paced at {r:.0} requests/s in {:.2} s", p.label, p.requests, p.secs()),
@@ -999,6 +1015,14 @@ fn print_phase(p: &PhaseReport, a: &BenchArgs) {
         println!("  confirmed payments/s  {confirmed:>9.0}");
     }
     println!("  requests/s            {:>9.0}", p.requests_per_s());
+    if let Some(cpu) = p.cpu {
+        let confirmed = p.count("00").max(1) as f64;
+        println!(
+            "  process CPU            {:>8.2} s   ({:.0} µs per confirmed payment, clients included)",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / confirmed
+        );
+    }
     let p99 = p.ms(0.99);
     let target = if p.label == "half-rate run" {
         format!(

@@ -8,6 +8,10 @@
 //! answers each caller. While one batch commits, the next one gathers, so the batch grows with the
 //! load and a lone callback is written at once.
 //!
+//! The writers run on a thread of their own, with a single-threaded runtime: a batch is a chain
+//! of hand-offs between the writer and the database connection, each of which, on the shared
+//! runtime, would wait behind hundreds of request handlers while the batch holds the write lock.
+//!
 //! Invariants: a caller is answered only after its batch committed (or failed); a batch that
 //! fails is retried one job per transaction, so one bad job cannot fail the others and no job is
 //! applied twice (a failed batch wrote nothing); a panic fails its batch, not the writer;
@@ -28,25 +32,46 @@ use crate::payments::batch::{Job, JobOutcome, PaymentRef};
 
 type Request = (Job, oneshot::Sender<StoreResult<JobOutcome>>);
 
-/// How many times the writer yields to other tasks before closing a batch.
+/// How many turns of its runtime the writer waits for more requests before closing a batch.
 const LINGER_YIELDS: usize = 4;
 
 /// The queue to this process's payment writers; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PaymentWriter {
     queue: mpsc::Sender<Request>,
+    /// The runtime of the writers' own thread.
+    thread: tokio::runtime::Handle,
 }
 
 impl PaymentWriter {
     /// Starts `writers` writer tasks on `store`, each committing at most `max_batch` jobs per
     /// transaction. They stop when the last `PaymentWriter` is dropped.
-    pub fn start(store: Store, writers: usize, max_batch: usize) -> PaymentWriter {
+    pub fn start(store: Store, writers: usize, max_batch: usize) -> std::io::Result<PaymentWriter> {
         let (queue, rx) = mpsc::channel::<Request>(max_batch.max(1) * 4);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(run(store.clone(), rx.clone(), max_batch.max(1)));
-        }
-        PaymentWriter { queue }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = runtime.handle().clone();
+        std::thread::Builder::new().name("payment-writer".into()).spawn(move || {
+            runtime.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..writers.max(1) {
+                    tasks.spawn(run(store.clone(), rx.clone(), max_batch.max(1)));
+                }
+                while tasks.join_next().await.is_some() {}
+            })
+        })?;
+        Ok(PaymentWriter { queue, thread })
+    }
+
+    /// Runs `task` on the writers' thread, beside them: for background work that holds the same
+    /// write lock (ledger sealing), so that it, too, is not kept waiting by request handlers.
+    /// The task ends, at the latest, with the writers.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.thread.spawn(task)
     }
 
     /// Applies a provider's (or the clock's) word to a payment, exactly once.
@@ -79,8 +104,9 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: u
             if rx.recv_many(&mut batch, max_batch).await == 0 {
                 return;
             }
-            // Let callbacks already being handled on the other worker threads join this batch:
-            // fewer, larger commits rewrite the hot pages (inbox and ledger tails) less often.
+            // Take in what the request threads hand over in the next moments (a few turns of this
+            // thread's runtime): fewer, larger commits rewrite the hot pages (inbox and ledger
+            // tails) less often.
             for _ in 0..LINGER_YIELDS {
                 if batch.len() >= max_batch {
                     break;

@@ -257,7 +257,7 @@ impl Store {
         match self {
             Store::Sqlite(db) => {
                 let _writer = db.writer.lock().await;
-                let mut conn = db.pool.acquire().await?;
+                let mut conn = db.write_connection.acquire().await?;
                 sqlx::query("PRAGMA synchronous = OFF").execute(&mut *conn).await?;
                 let statements = sqlite_statements();
                 let day_start = seed.day_start.timestamp();
