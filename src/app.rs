@@ -119,7 +119,9 @@ impl Application {
         // the payment writers' thread, which outlives the caller's runtime.
         let _background = [
             tokio::spawn(crate::background::run_background(self.state.clone(), stopping_rx.clone())),
-            tokio::spawn(crate::background::run_checkpoints(self.state.clone(), stopping_rx.clone())),
+            self.state
+                .payment_writer
+                .spawn(crate::background::run_checkpoints(self.state.clone(), stopping_rx.clone())),
             self.state.payment_writer.spawn(crate::background::run_sealing(self.state.clone(), stopping_rx.clone())),
         ]
         .map(AbortOnDrop);

@@ -18,8 +18,9 @@ pub const SEAL_BATCH: i64 = 500;
 const CHECKPOINT_EVERY: StdDuration = StdDuration::from_millis(100);
 
 /// Checkpoints the SQLite write-ahead log every [`CHECKPOINT_EVERY`] until `stop` turns true
-/// (nothing on PostgreSQL). Frequent passive checkpoints keep what a writer's own automatic
-/// checkpoint has left to copy small, so no payment batch stalls on a large one.
+/// (nothing on PostgreSQL), so that no payment batch stalls on a checkpoint of its own (see
+/// [`crate::store::Store::checkpoint_wal`]). Started on the payment writers' thread, like the
+/// sealer, since it sometimes holds their write queue.
 pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     if state.store.backend() != "sqlite" {
         return;

@@ -18,7 +18,7 @@
 //!   bounds compare them correctly; on PostgreSQL they are `timestamptz` computed from a bound
 //!   `DateTime<Utc>`.
 //! - Everything is written in one transaction: a failed seed leaves nothing. On SQLite the seeding
-//!   connection runs with `PRAGMA synchronous = OFF` (restored to NORMAL afterwards, or the
+//!   connection runs with `PRAGMA synchronous = OFF` (restored to FULL afterwards, or the
 //!   connection is discarded); this is meant for scratch databases only.
 //! - Ids carry a `bench` marker and never collide with ids the gateway generates.
 
@@ -277,7 +277,7 @@ impl Store {
                     Ok(())
                 }
                 .await;
-                let restored = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await;
+                let restored = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await;
                 if restored.is_err() {
                     conn.close_on_drop();
                 }
