@@ -115,8 +115,9 @@ impl Application {
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stopping_tx.send(true);
             });
-        // Stopped when serving ends, and also if this future is dropped before: the sealer runs on
-        // the payment writers' thread, which outlives the caller's runtime.
+        // Stopped when serving ends, and also if this future is dropped before: on SQLite the
+        // sealer and the checkpointer run on the payment writers' thread, which outlives the
+        // caller's runtime.
         let _background = [
             tokio::spawn(crate::background::run_background(self.state.clone(), stopping_rx.clone())),
             self.state

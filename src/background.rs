@@ -19,8 +19,8 @@ const CHECKPOINT_EVERY: StdDuration = StdDuration::from_millis(100);
 
 /// Checkpoints the SQLite write-ahead log every [`CHECKPOINT_EVERY`] until `stop` turns true
 /// (nothing on PostgreSQL), so that no payment batch stalls on a checkpoint of its own (see
-/// [`crate::store::Store::checkpoint_wal`]). Started on the payment writers' thread, like the
-/// sealer, since it sometimes holds their write queue.
+/// [`crate::store::Store::checkpoint_wal`]). Started beside the payment writers, on their thread,
+/// like the sealer, since it sometimes holds their write queue.
 pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     if state.store.backend() != "sqlite" {
         return;
@@ -38,10 +38,10 @@ pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Rece
     }
 }
 
-/// Seals the ledger every `ledger.seal_interval_ms` until `stop` turns true. It is started on
-/// the payment writers' thread ([`crate::store::group_commit::PaymentWriter::spawn`]): on SQLite
-/// a sealing round holds the same write lock as a payment batch, and there its statements are
-/// not queued behind request handlers while it holds it.
+/// Seals the ledger every `ledger.seal_interval_ms` until `stop` turns true. It is started beside
+/// the payment writers ([`crate::store::group_commit::PaymentWriter::spawn`]): on SQLite a sealing
+/// round holds the same write lock as a payment batch, and on the writers' thread its statements
+/// are not queued behind request handlers while it holds it.
 pub async fn run_sealing(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut seal_every = tokio::time::interval(StdDuration::from_millis(state.config.ledger.seal_interval_ms.max(1)));
     seal_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -8,9 +8,10 @@
 //! answers each caller. While one batch commits, the next one gathers, so the batch grows with the
 //! load and a lone callback is written at once.
 //!
-//! The writers run on a thread of their own, with a single-threaded runtime: a batch is a chain
-//! of hand-offs between the writer and the database connection, each of which, on the shared
-//! runtime, would wait behind hundreds of request handlers while the batch holds the write lock.
+//! On SQLite the writers run on a thread of their own, with a single-threaded runtime: a batch is
+//! a chain of hand-offs between the writer and the database connection, each of which, on the
+//! shared runtime, would wait behind hundreds of request handlers while the batch holds the one
+//! write lock.
 //!
 //! Invariants: a caller is answered only after its batch committed (or failed); a batch that
 //! fails is retried one job per transaction, so one bad job cannot fail the others and no job is
@@ -39,8 +40,8 @@ const LINGER_YIELDS: usize = 4;
 #[derive(Clone, Debug)]
 pub struct PaymentWriter {
     queue: mpsc::Sender<Request>,
-    /// The runtime of the writers' own thread.
-    thread: tokio::runtime::Handle,
+    /// The runtime of the writers' own thread (SQLite); `None`: they run on the caller's.
+    thread: Option<tokio::runtime::Handle>,
 }
 
 impl PaymentWriter {
@@ -49,29 +50,51 @@ impl PaymentWriter {
     pub fn start(store: Store, writers: usize, max_batch: usize) -> std::io::Result<PaymentWriter> {
         let (queue, rx) = mpsc::channel::<Request>(max_batch.max(1) * 4);
         let rx = Arc::new(Mutex::new(rx));
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let thread = runtime.handle().clone();
+        let (writers, max_batch) = (writers.max(1), max_batch.max(1));
+        if !matches!(store, Store::Sqlite(_)) {
+            // PostgreSQL locks rows, not the database: nothing waits on a batch's hand-offs, and
+            // its connections stay with the runtime that opened them.
+            for _ in 0..writers {
+                tokio::spawn(run(store.clone(), rx.clone(), max_batch));
+            }
+            return Ok(PaymentWriter { queue, thread: None });
+        }
+        let (started, handle) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("payment-writer".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started.send(Ok(runtime.handle().clone()));
             runtime.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..writers.max(1) {
-                    tasks.spawn(run(store.clone(), rx.clone(), max_batch.max(1)));
+                for _ in 0..writers {
+                    tasks.spawn(run(store.clone(), rx.clone(), max_batch));
                 }
                 while tasks.join_next().await.is_some() {}
             })
         })?;
-        Ok(PaymentWriter { queue, thread })
+        // The thread answers as soon as its runtime is built.
+        let thread = handle.recv().map_err(|_| std::io::Error::other("the payment writer thread ended at start"))??;
+        Ok(PaymentWriter { queue, thread: Some(thread) })
     }
 
-    /// Runs `task` on the writers' thread, beside them: for background work that holds the same
-    /// write lock (ledger sealing), so that it, too, is not kept waiting by request handlers.
-    /// The task ends, at the latest, with the writers.
+    /// Runs `task` beside the writers — on their thread on SQLite — for background work that holds
+    /// the same write lock (ledger sealing, log checkpoints), so that it, too, is not kept waiting
+    /// by request handlers while it holds it. The writers keep running while such a task holds
+    /// the service's state: it must end on the service's stop signal or be aborted.
     pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.thread.spawn(task)
+        match &self.thread {
+            Some(thread) => thread.spawn(task),
+            None => tokio::spawn(task),
+        }
     }
 
     /// Applies a provider's (or the clock's) word to a payment, exactly once.

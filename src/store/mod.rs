@@ -128,7 +128,8 @@ pub struct PgDb {
 /// (write transactions of this process take it in turn; other processes on the same file still
 /// meet SQLite's busy timeout).
 ///
-/// Every write transaction goes through one long-lived connection: in WAL mode a connection drops
+/// Every write transaction ([`begin_write!`]) goes through one long-lived connection (single
+/// autocommit statements still use the pool): in WAL mode a connection drops
 /// its whole page cache when it finds that another connection has written since its last
 /// transaction, so writes spread over the pool re-read the hot pages (indexes, table tails) on
 /// almost every batch, while a connection that does all the writing keeps them cached.
@@ -190,6 +191,12 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+/// Whether a SQLite URL names an in-memory database (`sqlite::memory:`, `:memory:`, `mode=memory`),
+/// which keeps nothing and which the pools' connections would not all see.
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 /// The current time as stored: UTC, microsecond precision (what PostgreSQL keeps).
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -224,10 +231,8 @@ impl Store {
                 // A 32 MB page cache per connection (the default is 2 MB): fewer pages re-read.
                 .pragma("cache_size", "-32768");
             let file = options.get_filename();
-            if file.as_os_str() == ":memory:" {
-                anyhow::bail!(
-                    "database.url: an in-memory SQLite database is not shared between connections; name a file"
-                );
+            if is_in_memory(url) {
+                anyhow::bail!("database.url: an in-memory SQLite database cannot keep a ledger; name a file");
             }
             if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -245,6 +250,15 @@ impl Store {
                 .max_lifetime(None)
                 // Checked when returned to the pool after each transaction; not again when taken.
                 .test_before_acquire(false)
+                // A transaction SQLite rolled back by itself (disk full, I/O error) leaves sqlx
+                // counting one still open, and every later BEGIN would fail: such a connection is
+                // closed and replaced. The ping first lets a queued rollback run.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::Connection::ping(&mut *conn).await?;
+                        Ok(!sqlx::Connection::is_in_transaction(conn))
+                    })
+                })
                 .acquire_timeout(acquire)
                 // It carries every write: twice the readers' cache.
                 .connect_with(options.pragma("cache_size", "-65536"))
@@ -320,14 +334,21 @@ impl Store {
     /// grow until a writer's own automatic checkpoint, a stall of tens of milliseconds inside a
     /// payment batch's commit. So once the log holds [`RESTART_WAL_AT`] frames, the checkpoint
     /// is run a second time holding this process's write queue: it only has to copy what was
-    /// committed during the first, and the next write starts the log over.
+    /// committed during the first, and the next write starts the log over — unless a reader
+    /// still holds older frames, in which case a later round does.
     pub async fn checkpoint_wal(&self) -> StoreResult<()> {
         if let Store::Sqlite(db) = self {
             let (_, frames, _): (i64, i64, i64) =
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&db.pool).await?;
             if frames >= RESTART_WAL_AT {
                 let _writer = db.writer.lock().await;
-                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&db.write_connection).await?;
+                let (_, frames, copied): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&db.write_connection).await?;
+                if copied < frames {
+                    // A reader still needs older frames (a long listing or export): the log cannot
+                    // start over yet; a later round tries again.
+                    tracing::debug!(frames, copied, "write-ahead log not fully copied; it starts over later");
+                }
             }
         }
         Ok(())
@@ -339,5 +360,34 @@ impl Store {
             db.write_connection.close().await;
         }
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_sqlite_urls_are_recognised() {
+        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite:file:ledger?mode=memory&cache=shared"] {
+            assert!(is_in_memory(url), "{url}");
+        }
+        for url in ["sqlite://data/paygate.db", "sqlite:///var/lib/paygate/memory.db"] {
+            assert!(!is_in_memory(url), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_the_key_named() {
+        let config = DatabaseConfig {
+            url: "sqlite::memory:".to_string().into(),
+            max_connections: 2,
+            acquire_timeout_secs: 1,
+            migrate_on_start: true,
+            payment_writers_setting: None,
+            payment_batch_max: 16,
+        };
+        let err = Store::connect(&config).await.expect_err("refused");
+        assert!(err.to_string().starts_with("database.url: an in-memory SQLite database"), "{err}");
     }
 }
