@@ -127,9 +127,9 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: u
             if rx.recv_many(&mut batch, max_batch).await == 0 {
                 return;
             }
-            // Take in what the request threads hand over in the next moments (a few turns of this
-            // thread's runtime): fewer, larger commits rewrite the hot pages (inbox and ledger
-            // tails) less often.
+            // Take in what request handlers hand over in the next moments (a few turns of the
+            // writer's runtime: its own thread on SQLite, the shared one on PostgreSQL): fewer,
+            // larger commits rewrite the hot pages (inbox and ledger tails) less often.
             for _ in 0..LINGER_YIELDS {
                 if batch.len() >= max_batch {
                     break;
