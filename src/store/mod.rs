@@ -390,4 +390,46 @@ mod tests {
         let err = Store::connect(&config).await.expect_err("refused");
         assert!(err.to_string().starts_with("database.url: an in-memory SQLite database"), "{err}");
     }
+
+    /// A transaction SQLite ends by itself (as on disk full or an I/O error) must not leave the one
+    /// write connection counting a transaction that is gone: later writes begin afresh and commit.
+    #[tokio::test]
+    async fn a_write_connection_whose_transaction_sqlite_ended_is_replaced() {
+        use sqlx::{Connection, Row};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("w.db").display()).into(),
+            max_connections: 2,
+            acquire_timeout_secs: 5,
+            migrate_on_start: false,
+            payment_writers_setting: None,
+            payment_batch_max: 16,
+        };
+        let store = Store::connect(&config).await.expect("connect");
+        let Store::Sqlite(db) = &store else { unreachable!("a SQLite URL") };
+        sqlx::query("CREATE TABLE t (x INTEGER)").execute(&db.write_connection).await.expect("create");
+        {
+            let mut tx = db.write_connection.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+            sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.expect("insert");
+            // SQLite's transaction ends under sqlx's feet, which still counts it open.
+            sqlx::query("ROLLBACK").execute(&mut *tx).await.expect("rollback");
+            assert!(tx.commit().await.is_err(), "no transaction is left to commit");
+        }
+        for x in 2..4 {
+            let mut conn = db.write_connection.acquire().await.expect("acquire");
+            assert!(!conn.is_in_transaction(), "the connection returned in a transaction");
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.expect("begin afresh");
+            sqlx::query("INSERT INTO t VALUES (?)").bind(x).execute(&mut *tx).await.expect("insert");
+            tx.commit().await.expect("commit");
+        }
+        let rows: Vec<i64> = sqlx::query("SELECT x FROM t ORDER BY x")
+            .fetch_all(&db.pool)
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(rows, vec![2, 3], "the rolled-back row is gone and both later writes committed");
+        store.close().await;
+    }
 }
