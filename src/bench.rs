@@ -10,7 +10,9 @@
 //! and the p50/p99/max latency of the callback requests (HDR histogram, microsecond resolution).
 //! With `--rate R` the clients are paced open-loop at R requests/s and a request's latency counts
 //! from the instant it was scheduled, so a client that falls behind does not hide queueing
-//! (coordinated omission); `--half-rate-check` runs at full speed, then again on N new payments
+//! (coordinated omission). A paced run's first second (at most a quarter of its callbacks) is a
+//! warm-up whose latencies are reported apart. The clients open their connections before a timed
+//! phase, and its clock starts once they all run. `--half-rate-check` runs at full speed, then again on N new payments
 //! paced at half the measured peak request rate. With `--pgbench` (PostgreSQL only) it then runs
 //! `pgbench` (TPC-B-like, 8 clients, the timed phase's duration rounded up to at least 5 s) on a
 //! scratch database of the same server and prints the ratio callbacks/s ÷ pgbench TPS.
@@ -56,6 +58,11 @@ pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432
 const TARGET_SQLITE_CONFIRMED_PER_S: f64 = 5_000.0;
 const TARGET_PG_RATIO: f64 = 2.0;
 const TARGET_HALF_RATE_P99_MS: f64 = 50.0;
+/// A paced run's first second (at most a quarter of its callbacks) is its warm-up: clients start,
+/// the writers' first batches meet a backlog. Its callbacks are delivered and checked like the
+/// others, but its latencies are reported apart, so the latency figures are those of the steady
+/// rate the run is paced at.
+const WARMUP: Duration = Duration::from_secs(1);
 
 /// pgbench: TPC-B-like (its default script), 8 clients on 2 threads, scale 8.
 const PGBENCH_CLIENTS: u32 = 8;
@@ -384,7 +391,10 @@ struct PhaseReport {
     /// CPU time this process (service, clients, and SQLite) used during the phase; `None` where
     /// `/proc/self/stat` cannot be read.
     cpu: Option<Duration>,
+    /// Latencies after the warm-up (all of them in a full-speed run).
     histogram: Histogram<u64>,
+    /// A paced run's warm-up: how many callbacks, and their latencies.
+    warmup: Option<(usize, Histogram<u64>)>,
     /// Replies by `RspCode` (`http <status>` / `transport` for requests without one).
     codes: BTreeMap<String, u64>,
     error_examples: Vec<String>,
@@ -422,6 +432,8 @@ impl PhaseReport {
             "p99_ms": round(self.ms(0.99), 3),
             "max_ms": round(self.max_ms(), 3),
             "errors": self.errors(),
+            "warmup_requests": self.warmup.as_ref().map(|(n, _)| n),
+            "warmup_p99_ms": self.warmup.as_ref().map(|(_, h)| round(h.value_at_quantile(0.99) as f64 / 1000.0, 3)),
         })
     }
 }
@@ -659,13 +671,23 @@ impl Bench {
             Arc::new(order.iter().map(|&i| self.url(&format!("/callbacks/vnpay?{}", payments[i].ipn_query))).collect());
         let total = urls.len();
         let next = Arc::new(AtomicUsize::new(0));
+        let clients = self.args.concurrency.min(total);
+        // Requests 0..warmup are due within the warm-up.
+        let warmup = rate.map_or(0, |r| ((r * WARMUP.as_secs_f64()) as usize).min(total / 4));
+        self.open_connections(clients).await;
         let mut tasks = tokio::task::JoinSet::new();
-        let cpu_before = process_cpu();
-        let start = tokio::time::Instant::now();
-        for _ in 0..self.args.concurrency.min(total) {
-            let (urls, next, http) = (urls.clone(), next.clone(), self.http.clone());
+        // The clock starts once every client is running: a paced request is due from then on,
+        // not while the clients are still being started.
+        let (starting, started) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        for _ in 0..clients {
+            let (urls, next, http, mut started) = (urls.clone(), next.clone(), self.http.clone(), started.clone());
             tasks.spawn(async move {
-                let mut histogram = new_histogram();
+                let Ok(start) =
+                    started.wait_for(Option::is_some).await.map(|s| s.unwrap_or_else(tokio::time::Instant::now))
+                else {
+                    return (new_histogram(), new_histogram(), BTreeMap::new(), Vec::new());
+                };
+                let (mut histogram, mut warming) = (new_histogram(), new_histogram());
                 let mut codes: BTreeMap<String, u64> = BTreeMap::new();
                 let mut examples = Vec::new();
                 loop {
@@ -692,19 +714,24 @@ impl Bench {
                         }
                     };
                     let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    histogram.saturating_record(micros.max(1));
+                    if i < warmup { &mut warming } else { &mut histogram }.saturating_record(micros.max(1));
                     *codes.entry(code).or_default() += 1;
                 }
-                (histogram, codes, examples)
+                (histogram, warming, codes, examples)
             });
         }
-        let mut histogram = new_histogram();
+        drop(started);
+        tokio::task::yield_now().await;
+        let cpu_before = process_cpu();
+        let start = tokio::time::Instant::now();
+        let _ = starting.send(Some(start));
+        let (mut histogram, mut warming) = (new_histogram(), new_histogram());
         let mut codes: BTreeMap<String, u64> = BTreeMap::new();
         let mut error_examples = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((h, c, e)) => {
-                    if let Err(err) = histogram.add(&h) {
+                Ok((h, w, c, e)) => {
+                    if let Err(err) = histogram.add(&h).and_then(|()| warming.add(&w)) {
                         error_examples.push(format!("histogram merge: {err:?}"));
                     }
                     for (code, n) in c {
@@ -721,7 +748,38 @@ impl Bench {
         let wall = start.elapsed();
         let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
         error_examples.truncate(EXAMPLES);
-        PhaseReport { label: label.to_string(), rate, requests: total, wall, cpu, histogram, codes, error_examples }
+        let warmup = (warmup > 0).then_some((warmup, warming));
+        PhaseReport {
+            label: label.to_string(),
+            rate,
+            requests: total,
+            wall,
+            cpu,
+            histogram,
+            warmup,
+            codes,
+            error_examples,
+        }
+    }
+
+    /// Opens the clients' keep-alive connections before a timed phase, so that it measures the
+    /// service rather than `clients` TCP handshakes at once (a provider's servers keep theirs
+    /// open): as many `/healthz` requests at once as there will be clients.
+    async fn open_connections(&self, clients: usize) {
+        let gate = Arc::new(tokio::sync::Barrier::new(clients));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (gate, http, url) = (gate.clone(), self.http.clone(), self.url("/healthz"));
+            tasks.spawn(async move {
+                gate.wait().await;
+                // Read to the end, so the connection goes back to the pool; a failure here shows
+                // in the timed phase's own replies.
+                if let Ok(reply) = http.get(url).send().await {
+                    let _ = reply.bytes().await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
     }
 
     /// Every payment succeeded once, by its callback, and nothing is owed back.
@@ -1032,7 +1090,17 @@ fn print_phase(p: &PhaseReport, a: &BenchArgs) {
     } else {
         String::new()
     };
-    println!("  latency p50 / p99 / max  {:.1} / {p99:.1} / {:.1} ms{target}", p.ms(0.5), p.max_ms());
+    let after = if p.warmup.is_some() { " after warm-up" } else { "" };
+    println!("  latency p50 / p99 / max  {:.1} / {p99:.1} / {:.1} ms{after}{target}", p.ms(0.5), p.max_ms());
+    if let (Some((n, h)), Some(rate)) = (&p.warmup, p.rate) {
+        println!(
+            "  warm-up (first {:.2} s, {n} callbacks) p50 / p99 / max  {:.1} / {:.1} / {:.1} ms",
+            *n as f64 / rate,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+    }
     let codes: Vec<String> = p.codes.iter().map(|(c, n)| format!("{c} × {n}")).collect();
     println!("  replies: {}", codes.join(", "));
 }

@@ -8,10 +8,11 @@
 //! answers each caller. While one batch commits, the next one gathers, so the batch grows with the
 //! load and a lone callback is written at once.
 //!
-//! On SQLite the writers run on a thread of their own, with a single-threaded runtime: a batch is
-//! a chain of hand-offs between the writer and the database connection, each of which, on the
-//! shared runtime, would wait behind hundreds of request handlers while the batch holds the one
-//! write lock.
+//! On PostgreSQL each writer keeps a connection of its own ([`Store::dedicated_writer`]), with
+//! its prepared statements. On SQLite the writers run on a thread of their own, with a
+//! single-threaded runtime: a batch is a chain of hand-offs between the writer and the database
+//! connection, each of which, on the shared runtime, would wait behind hundreds of request
+//! handlers while the batch holds the one write lock.
 //!
 //! Invariants: a caller is answered only after its batch committed (or failed); a batch that
 //! fails is retried one job per transaction, so one bad job cannot fail the others and no job is
@@ -120,11 +121,25 @@ impl PaymentWriter {
 }
 
 async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: usize) {
+    let (store, own_pool) = match store.dedicated_writer().await {
+        Ok(own) => {
+            let own_pool = matches!(own, Store::Postgres(_));
+            (own, own_pool)
+        }
+        Err(e) => {
+            // Still correct on the shared pool, only slower to warm up.
+            tracing::warn!(error = %e, "a payment writer could not open a connection of its own; it shares the pool");
+            (store, false)
+        }
+    };
     let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
     loop {
         {
             let mut rx = rx.lock().await;
             if rx.recv_many(&mut batch, max_batch).await == 0 {
+                if own_pool {
+                    store.close().await;
+                }
                 return;
             }
             // Take in what request handlers hand over in the next moments (a few turns of the

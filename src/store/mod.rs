@@ -355,6 +355,28 @@ impl Store {
     }
 
     /// Closes every connection; later queries fail as `Unavailable`.
+    /// The store a payment writer works on. PostgreSQL: a pool of one connection of its own, kept
+    /// open, so that the writer's prepared statements and their plans stay with it (a shared
+    /// pool hands out its connections in turn, and each pays for preparing the batch's statements
+    /// once: a burst of slow batches whenever the writers start). SQLite: this store, whose write
+    /// transactions already share one connection.
+    pub async fn dedicated_writer(&self) -> StoreResult<Store> {
+        match self {
+            Store::Sqlite(_) => Ok(self.clone()),
+            Store::Postgres(db) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(db.pool.options().get_acquire_timeout())
+                    .connect_with((*db.pool.connect_options()).clone())
+                    .await?;
+                Ok(Store::Postgres(PgDb { pool, seal_floor: db.seal_floor.clone() }))
+            }
+        }
+    }
+
     pub async fn close(&self) {
         if let Store::Sqlite(db) = self {
             db.write_connection.close().await;
