@@ -354,7 +354,6 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every connection; later queries fail as `Unavailable`.
     /// The store a payment writer works on. PostgreSQL: a pool of one connection of its own, kept
     /// open, so that the writer's prepared statements and their plans stay with it (a shared
     /// pool hands out its connections in turn, and each pays for preparing the batch's statements
@@ -377,6 +376,7 @@ impl Store {
         }
     }
 
+    /// Closes every connection; later queries fail as `Unavailable`.
     pub async fn close(&self) {
         if let Store::Sqlite(db) = self {
             db.write_connection.close().await;
