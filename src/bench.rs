@@ -29,11 +29,13 @@
 //! database (SQLite folder or `paygate_bench_<random>` database) is removed at the end, also when
 //! a phase fails.
 
+mod pgbench;
 pub mod reconciliation;
+mod scratch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -43,13 +45,17 @@ use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::app::Application;
 use crate::auth::{Role, new_token};
 use crate::config::Config;
 use crate::providers::protocol::vnpay;
 use crate::store::Store;
+
+#[cfg(test)]
+use pgbench::parse_tps;
+use pgbench::{PGBENCH_CLIENTS, PGBENCH_MIN_SECS, PGBENCH_SCALE, PGBENCH_THREADS, find_pgbench, run_pgbench};
+use scratch::{Scratch, create_database, redacted};
 
 /// Where `--backend postgres` creates its scratch databases unless `--database-url` says otherwise.
 pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -63,12 +69,6 @@ const TARGET_HALF_RATE_P99_MS: f64 = 50.0;
 /// others, but its latencies are reported apart, so the latency figures are those of the steady
 /// rate the run is paced at.
 const WARMUP: Duration = Duration::from_secs(1);
-
-/// pgbench: TPC-B-like (its default script), 8 clients on 2 threads, scale 8.
-const PGBENCH_CLIENTS: u32 = 8;
-const PGBENCH_THREADS: u32 = 2;
-const PGBENCH_SCALE: u32 = 8;
-const PGBENCH_MIN_SECS: u64 = 5;
 
 /// How many failing examples a check prints.
 const EXAMPLES: usize = 5;
@@ -208,100 +208,6 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scratch databases
-
-/// The fresh database the service runs on, removed by [`Scratch::remove`].
-enum Scratch {
-    Sqlite { dir: PathBuf, url: String },
-    Postgres { admin_url: String, name: String, url: String },
-}
-
-impl Scratch {
-    async fn create(args: &BenchArgs) -> anyhow::Result<Scratch> {
-        match args.backend {
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("paygate-bench-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("cannot create the scratch folder {}", dir.display()))?;
-                let url = format!("sqlite://{}", dir.join("paygate.db").display());
-                Ok(Scratch::Sqlite { dir, url })
-            }
-            Backend::Postgres => {
-                let admin_url = args.database_url.clone().unwrap_or_else(|| DEFAULT_POSTGRES_ADMIN_URL.to_string());
-                let name = format!("paygate_bench_{}", uuid::Uuid::new_v4().simple());
-                let url = create_database(&admin_url, &name).await?;
-                Ok(Scratch::Postgres { admin_url, name, url })
-            }
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Scratch::Sqlite { url, .. } | Scratch::Postgres { url, .. } => url,
-        }
-    }
-
-    fn admin_url(&self) -> Option<&str> {
-        match self {
-            Scratch::Postgres { admin_url, .. } => Some(admin_url),
-            Scratch::Sqlite { .. } => None,
-        }
-    }
-
-    async fn remove(&self) -> anyhow::Result<()> {
-        match self {
-            Scratch::Sqlite { dir, .. } => std::fs::remove_dir_all(dir)
-                .with_context(|| format!("cannot remove the scratch folder {}", dir.display())),
-            Scratch::Postgres { admin_url, name, .. } => drop_database(admin_url, name).await,
-        }
-    }
-}
-
-/// The URL without its password, for messages.
-fn redacted(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "(unparsable URL)".into(),
-    }
-}
-
-async fn admin_connection(admin_url: &str) -> anyhow::Result<sqlx::PgConnection> {
-    sqlx::PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redacted(admin_url)))
-}
-
-/// Creates database `name` (a safe identifier we generated) on the server of `admin_url` and
-/// returns its URL.
-async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
-    let mut url = reqwest::Url::parse(admin_url)
-        .map_err(|e| anyhow!("--database-url {} is not a valid URL: {e}", redacted(admin_url)))?;
-    let mut conn = admin_connection(admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("cannot create database {name} (does the role have CREATEDB?)"))?;
-    let _ = conn.close().await;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
-}
-
-async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let mut conn = admin_connection(admin_url).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("cannot drop the scratch database {name}; drop it by hand"))?;
-    let _ = conn.close().await;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1103,90 +1009,6 @@ fn print_phase(p: &PhaseReport, a: &BenchArgs) {
     }
     let codes: Vec<String> = p.codes.iter().map(|(c, n)| format!("{c} × {n}")).collect();
     println!("  replies: {}", codes.join(", "));
-}
-
-// ---------------------------------------------------------------------------------------------
-// pgbench
-
-/// `pgbench` on PATH, else the newest under /usr/lib/postgresql/*/bin.
-fn find_pgbench() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("pgbench"))
-        .find(|p| p.is_file());
-    if on_path.is_some() {
-        return on_path;
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin/pgbench");
-            bin.is_file().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p)
-}
-
-/// Initialises a scratch database, runs the TPC-B-like script for `secs`, drops the database,
-/// and returns the TPS.
-async fn run_pgbench(bin: &Path, admin_url: &str, secs: u64) -> anyhow::Result<f64> {
-    let name = format!("paygate_pgbench_{}", uuid::Uuid::new_v4().simple());
-    let url = create_database(admin_url, &name).await?;
-    let result = async {
-        let init = pgbench_command(bin, &["-i", "-q", "-s", &PGBENCH_SCALE.to_string()], &url).await?;
-        if !init.status.success() {
-            bail!("pgbench -i failed ({}): {}", init.status, truncate(&String::from_utf8_lossy(&init.stderr), 1000));
-        }
-        let args = [
-            "-c".to_string(),
-            PGBENCH_CLIENTS.to_string(),
-            "-j".to_string(),
-            PGBENCH_THREADS.to_string(),
-            "-T".to_string(),
-            secs.to_string(),
-            "-M".to_string(),
-            "prepared".to_string(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = pgbench_command(bin, &args, &url).await?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!("pgbench failed ({}): {}", out.status, truncate(&String::from_utf8_lossy(&out.stderr), 1000));
-        }
-        parse_tps(&stdout)
-            .ok_or_else(|| anyhow!("no \"tps = …\" line in pgbench's output: {}", truncate(&stdout, 1000)))
-    }
-    .await;
-    if let Err(e) = drop_database(admin_url, &name).await {
-        eprintln!("paygate bench: warning: {e:#}");
-    }
-    result
-}
-
-async fn pgbench_command(bin: &Path, args: &[&str], url: &str) -> anyhow::Result<std::process::Output> {
-    tokio::process::Command::new(bin)
-        .args(args)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("cannot run {}", bin.display()))
-}
-
-/// The TPS pgbench reports without connection time: `tps = 1234.5 (without initial connection
-/// time)` (PostgreSQL ≥ 14), `tps = … (excluding connections establishing)` (older).
-pub fn parse_tps(output: &str) -> Option<f64> {
-    let tps =
-        |line: &str| -> Option<f64> { line.trim().strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok() };
-    output
-        .lines()
-        .find(|l| l.contains("tps = ") && (l.contains("without initial connection") || l.contains("excluding")))
-        .and_then(tps)
-        .or_else(|| output.lines().find_map(tps))
 }
 
 #[cfg(test)]
