@@ -177,8 +177,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
             };
             let app = Application::build_with(config, std::sync::Arc::new(rules)).await?;
+            // Signal handlers first: once "listening" is logged, SIGTERM stops the service gracefully.
+            let stop = shutdown_signal();
             tracing::info!(address = %app.local_addr(), backend, "paygate listening");
-            app.run_until(shutdown_signal()).await?;
+            app.run_until(stop).await?;
             tracing::info!("stopped");
         }
         Command::Sandbox { bind, gateway } => {
@@ -186,9 +188,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let sandbox = paygate::sandbox::router(paygate::http::sandbox_config(&config, &gateway));
             let app = axum::Router::new().nest_service("/sandbox", sandbox);
             let listener = tokio::net::TcpListener::bind(bind).await?;
+            let stop = shutdown_signal();
             tracing::info!(address = %listener.local_addr()?, gateway, "provider sandbox listening");
             println!("sandbox: http://{}/sandbox/", listener.local_addr()?);
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+            axum::serve(listener, app).with_graceful_shutdown(stop).await?;
         }
         Command::Migrate => {
             let store = Store::connect(&config.database).await?;

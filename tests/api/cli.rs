@@ -170,6 +170,31 @@ async fn serve_starts_with_the_collector_down_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A SIGTERM sent the moment `serve` says it is listening stops it gracefully (exit 0), never by
+/// the signal's default action: the handlers are installed before the line is written.
+#[tokio::test]
+async fn sigterm_right_after_listening_is_a_graceful_stop() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::fresh().await;
+    let mut child = paygate(&db)
+        .env("PAYGATE_SERVER__BIND", "127.0.0.1:0")
+        .env("PAYGATE_TELEMETRY__LOG_FORMAT", "json")
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines.by_ref().map_while(Result::ok).any(|line| line.contains("paygate listening"));
+    assert!(listening, "serve ended before it listened");
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    // Reading to the end of its output waits for the process to close it, that is, to stop.
+    let stopped = lines.map_while(Result::ok).any(|line| line.contains("\"stopped\""));
+    let status = child.wait().unwrap();
+    assert!(status.success() && stopped, "{status:?}; logged its stop: {stopped}");
+}
+
 #[tokio::test]
 async fn reconcile_reads_a_file_once_and_refuses_another_providers_file_whole() {
     let db = TestDb::fresh().await;
