@@ -177,7 +177,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
             };
             let app = Application::build_with(config, std::sync::Arc::new(rules)).await?;
-            // Signal handlers first: once "listening" is logged, SIGTERM stops the service gracefully.
+            // Signal handlers first: once "listening" is logged, SIGTERM (on unix) stops it gracefully.
             let stop = shutdown_signal();
             tracing::info!(address = %app.local_addr(), backend, "paygate listening");
             app.run_until(stop).await?;

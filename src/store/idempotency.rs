@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, now, on_pool, on_writer};
+use super::{Store, StoreResult, now, on_pool};
 
 /// A stored first response.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl Store {
         // released it; then we try to claim it again.
         for _ in 0..3 {
             let created_at = now();
-            let claimed = on_writer!(self, pool => {
+            let claimed = on_pool!(self, pool => {
                 sqlx::query(
                     "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 \
                      AND (created_at < $3 OR (state = 'in_progress' AND created_at < $4))",
@@ -111,7 +111,7 @@ impl Store {
     /// Stores the response of the request that claimed `(scope, key)`.
     pub async fn complete_idempotency_key(&self, scope: &str, key: &str, response: &StoredResponse) -> StoreResult<()> {
         let headers = serde_json::to_string(&response.headers).expect("headers serialise");
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_headers = $4, \
                  response_body = $5, completed_at = $6 WHERE scope = $1 AND key = $2 AND state = 'in_progress'",
@@ -131,7 +131,7 @@ impl Store {
 
     /// Gives up a claim without a stored response (the request failed in a way a retry may fix).
     pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> StoreResult<()> {
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'in_progress'")
                 .bind(scope)
                 .bind(key)
@@ -144,7 +144,7 @@ impl Store {
 
     /// Deletes keys created before `before`; returns how many.
     pub async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(on_writer!(self, pool => {
+        Ok(on_pool!(self, pool => {
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                 .bind(before)
                 .execute(pool)

@@ -54,29 +54,6 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// Runs `$body`, one or more autocommit writes, on `$conn`: on SQLite the write connection, in
-/// this process's write queue (as [`begin_write!`] does), so that every write of the process
-/// meets the others in order rather than in SQLite's busy handler, and the write connection keeps
-/// its page cache (in WAL mode a connection drops its whole cache when another connection has
-/// written); on PostgreSQL the pool. Never from inside a `begin_write!` body: the queue is not
-/// re-entrant.
-macro_rules! on_writer {
-    ($store:expr, $conn:ident => $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite(db) => {
-                let _writer = db.writer.lock().await;
-                let $conn = &db.write_connection;
-                $body
-            }
-            $crate::store::Store::Postgres(db) => {
-                let $conn = &db.pool;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use on_writer;
-
 /// Begins a write transaction on `$pool`: `BEGIN IMMEDIATE` on SQLite, a plain `BEGIN` on
 /// PostgreSQL (which locks rows, not the database).
 macro_rules! begin_write {
@@ -145,14 +122,17 @@ pub enum Store {
 pub struct PgDb {
     pub pool: PgPool,
     seal_floor: std::sync::Arc<std::sync::Mutex<ledger::SealFloor>>,
+    /// The payment writers' own connections ([`Store::dedicated_writer`]), closed with the pool.
+    writer_pools: std::sync::Arc<std::sync::Mutex<Vec<PgPool>>>,
 }
 
-/// The SQLite pool, the connection writes use and the in-process queue for it (writes of this
-/// process take it in turn; other processes on the same file still meet SQLite's busy timeout).
+/// The SQLite pool, the connection write transactions use and the in-process queue for it
+/// (write transactions of this process take it in turn; other processes on the same file still
+/// meet SQLite's busy timeout).
 ///
-/// Every write — transactions ([`begin_write!`]) and single statements ([`on_writer!`]) — goes
-/// through one long-lived connection; the pool only reads. In WAL mode a connection drops its
-/// whole page cache when it finds that another connection has written since its last
+/// Every write transaction ([`begin_write!`]) goes through one long-lived connection (single
+/// autocommit statements still use the pool): in WAL mode a connection drops
+/// its whole page cache when it finds that another connection has written since its last
 /// transaction, so writes spread over the pool re-read the hot pages (indexes, table tails) on
 /// almost every batch, while a connection that does all the writing keeps them cached.
 #[derive(Clone, Debug)]
@@ -295,7 +275,7 @@ impl Store {
                 .acquire_timeout(acquire)
                 .connect_with(options)
                 .await?;
-            Ok(Store::Postgres(PgDb { pool, seal_floor: Default::default() }))
+            Ok(Store::Postgres(PgDb { pool, seal_floor: Default::default(), writer_pools: Default::default() }))
         }
     }
 
@@ -393,15 +373,26 @@ impl Store {
                     .acquire_timeout(db.pool.options().get_acquire_timeout())
                     .connect_with((*db.pool.connect_options()).clone())
                     .await?;
-                Ok(Store::Postgres(PgDb { pool, seal_floor: db.seal_floor.clone() }))
+                db.writer_pools
+                    .lock()
+                    .map_err(|_| StoreError::Invariant("the writer pools' lock was poisoned".into()))?
+                    .push(pool.clone());
+                // Its own list is empty: closing the writer's store closes only its connection.
+                Ok(Store::Postgres(PgDb { pool, seal_floor: db.seal_floor.clone(), writer_pools: Default::default() }))
             }
         }
     }
 
-    /// Closes every connection; later queries fail as `Unavailable`.
+    /// Closes every connection, the payment writers' too; later queries fail as `Unavailable`.
     pub async fn close(&self) {
-        if let Store::Sqlite(db) = self {
-            db.write_connection.close().await;
+        match self {
+            Store::Sqlite(db) => db.write_connection.close().await,
+            Store::Postgres(db) => {
+                let writers = db.writer_pools.lock().map(|pools| pools.clone()).unwrap_or_default();
+                for pool in writers {
+                    pool.close().await;
+                }
+            }
         }
         on_pool!(self, pool => pool.close().await)
     }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{Store, StoreError, StoreResult, begin_write, on_pool, on_writer};
+use super::{Store, StoreError, StoreResult, begin_write, on_pool};
 use crate::payments::state::PaymentStatus;
 
 /// One itemised line, as stored.
@@ -126,7 +126,7 @@ where
 
 impl Store {
     pub async fn insert_quote(&self, q: &QuoteRecord) -> StoreResult<()> {
-        on_writer!(self, pool => bind_quote(sqlx::query(INSERT_QUOTE), q).execute(pool).await.map(|_| ()))?;
+        on_pool!(self, pool => bind_quote(sqlx::query(INSERT_QUOTE), q).execute(pool).await.map(|_| ()))?;
         Ok(())
     }
 

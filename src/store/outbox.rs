@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, on_pool, on_writer};
+use super::{Store, StoreResult, on_pool};
 
 /// Inserts an outbox event inside the transaction `$tx`.
 macro_rules! insert_event {
@@ -78,7 +78,7 @@ impl Store {
     pub async fn plan_deliveries(&self, endpoints: &[String], at: DateTime<Utc>) -> StoreResult<u64> {
         let mut created = 0;
         for endpoint in endpoints {
-            created += on_writer!(self, pool => {
+            created += on_pool!(self, pool => {
                 sqlx::query(
                     "INSERT INTO webhook_deliveries (event_id, endpoint, status, attempts, next_attempt_at) \
                      SELECT e.id, $1, 'pending', 0, $2 FROM outbox_events e WHERE NOT EXISTS \
@@ -112,7 +112,7 @@ impl Store {
              WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3{skip_locked}) \
              RETURNING event_id, endpoint, attempts"
         );
-        let claimed: Vec<(String, String, i32)> = on_writer!(self, pool => {
+        let claimed: Vec<(String, String, i32)> = on_pool!(self, pool => {
             sqlx::query_as(&claim).bind(now).bind(lease_until).bind(limit).fetch_all(pool).await
         })?;
         let mut due = Vec::with_capacity(claimed.len());
@@ -137,7 +137,7 @@ impl Store {
         endpoint: &str,
         outcome: Result<DateTime<Utc>, (String, DateTime<Utc>)>,
     ) -> StoreResult<()> {
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             match &outcome {
                 Ok(at) => sqlx::query(
                     "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $3, last_error = NULL \
@@ -168,7 +168,7 @@ impl Store {
     /// Makes an event's deliveries pending again, due at `at` (an admin re-send). Returns how
     /// many deliveries were reset.
     pub async fn resend_event(&self, event_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(on_writer!(self, pool => {
+        Ok(on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, delivered_at = NULL \
                  WHERE event_id = $1",

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, StoreResult, begin_write, now, on_pool, on_writer};
+use super::{Store, StoreError, StoreResult, begin_write, now, on_pool};
 use crate::ledger::Confirmation;
 use crate::payments::batch::{Job, JobOutcome, PaymentRef};
 use crate::payments::state::{PaymentEvent, PaymentStatus};
@@ -191,7 +191,7 @@ impl Store {
         redirect_url: Option<&str>,
         qr_payload: Option<&str>,
     ) -> StoreResult<()> {
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query("UPDATE payments SET redirect_url = $2, qr_payload = $3 WHERE id = $1")
                 .bind(id)
                 .bind(redirect_url)
@@ -287,14 +287,14 @@ impl Store {
              (SELECT id FROM payments WHERE status = 'pending' AND next_poll_at <= $1 ORDER BY next_poll_at \
              LIMIT $3{skip_locked}) RETURNING {PAYMENT_COLUMNS}"
         );
-        Ok(on_writer!(self, pool => {
+        Ok(on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(now).bind(next_poll_at).bind(limit).fetch_all(pool).await
         })?)
     }
 
     /// Sets when a still-pending payment is next asked about.
     pub async fn reschedule_poll(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query("UPDATE payments SET next_poll_at = $2 WHERE id = $1 AND status = 'pending'")
                 .bind(id)
                 .bind(at)
@@ -315,7 +315,7 @@ impl Store {
         raw: &str,
     ) -> StoreResult<bool> {
         let id = format!("uc_{}", uuid::Uuid::now_v7().simple());
-        Ok(on_writer!(self, pool => {
+        Ok(on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO unmatched_credits (id, bank, transaction_id, amount, description, raw, received_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (bank, transaction_id) DO NOTHING",

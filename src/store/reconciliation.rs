@@ -22,7 +22,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::ledger::insert_posting;
-use super::{Store, StoreError, StoreResult, begin_write, now, on_pool, on_writer};
+use super::{Store, StoreError, StoreResult, begin_write, now, on_pool};
 use crate::ledger::{PostingPlan, Transfer};
 use crate::reconciliation::matcher::{DiscrepancyClass, RowFacts, TargetFacts, Verdict, classify};
 use crate::reconciliation::postings::{ResolutionPlan, plan_reversal, plan_run_settlement};
@@ -1322,7 +1322,7 @@ impl Store {
 
     /// Gives back a claim whose work failed before anything was done.
     pub async fn release_discrepancy(&self, id: &str, action: &str) -> StoreResult<()> {
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE reconciliation_discrepancies SET resolution = NULL, resolved_by = NULL \
                  WHERE id = $1 AND status = 'open' AND resolution = $2",

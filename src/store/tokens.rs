@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, now, on_pool, on_writer};
+use super::{Store, StoreResult, now, on_pool};
 use crate::auth::{NewToken, Role};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -26,7 +26,7 @@ impl Store {
     /// Stores a new token. A name already held by an active token is a `Conflict`.
     pub async fn insert_token(&self, token: &NewToken, name: &str, role: Role) -> StoreResult<TokenRecord> {
         let created_at = now();
-        on_writer!(self, pool => {
+        on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO api_tokens (id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -71,7 +71,7 @@ impl Store {
     /// Revokes the active token with this id or name; returns how many were revoked (0 or 1).
     pub async fn revoke_token(&self, id_or_name: &str) -> StoreResult<u64> {
         let at = now();
-        let done = on_writer!(self, pool => {
+        let done = on_pool!(self, pool => {
             sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE (id = $2 OR name = $2) AND revoked_at IS NULL")
                 .bind(at)
                 .bind(id_or_name)

@@ -184,15 +184,35 @@ async fn sigterm_right_after_listening_is_a_graceful_stop() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = lines.by_ref().map_while(Result::ok).any(|line| line.contains("paygate listening"));
-    assert!(listening, "serve ended before it listened");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    assert!(wait_for("paygate listening"), "serve did not say it listens");
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    // Reading to the end of its output waits for the process to close it, that is, to stop.
-    let stopped = lines.map_while(Result::ok).any(|line| line.contains("\"stopped\""));
-    let status = child.wait().unwrap();
-    assert!(status.success() && stopped, "{status:?}; logged its stop: {stopped}");
+    assert!(wait_for("\"stopped\""), "serve did not log a graceful stop");
+    let exit = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), exit)
+        .await
+        .expect("serve exits after stopping")
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]
