@@ -357,10 +357,10 @@ impl Store {
     }
 
     /// The store a payment writer works on. PostgreSQL: a pool of one connection of its own, kept
-    /// open, so that the writer's prepared statements and their plans stay with it (a shared
-    /// pool hands out its connections in turn, and each pays for preparing the batch's statements
-    /// once: a burst of slow batches whenever the writers start). SQLite: this store, whose write
-    /// transactions already share one connection.
+    /// open, so that the writer's prepared statements and their plans stay with it (a shared pool
+    /// hands out its connections in turn, and each prepares the batch's statements again; README,
+    /// machine (e)); it is closed by [`Store::close`], or at once if the store already was.
+    /// SQLite: this store, whose write transactions already share one connection.
     pub async fn dedicated_writer(&self) -> StoreResult<Store> {
         match self {
             Store::Sqlite(_) => Ok(self.clone()),
@@ -377,6 +377,10 @@ impl Store {
                     .lock()
                     .map_err(|_| StoreError::Invariant("the writer pools' lock was poisoned".into()))?
                     .push(pool.clone());
+                if db.pool.is_closed() {
+                    // Closed while this one was opening: it must not outlive the store.
+                    pool.close().await;
+                }
                 // Its own list is empty: closing the writer's store closes only its connection.
                 Ok(Store::Postgres(PgDb { pool, seal_floor: db.seal_floor.clone(), writer_pools: Default::default() }))
             }
