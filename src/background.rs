@@ -67,7 +67,7 @@ pub async fn run_sealing(state: AppState, mut stop: tokio::sync::watch::Receiver
 
 /// Runs the rounds every instance does every `providers.status_poll_interval_secs`: payment
 /// status queries, webhook deliveries and the purge of expired idempotency keys, until `stop`
-/// turns true.
+/// turns true. The first round is one period after start.
 pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let http = match reqwest::Client::builder()
         .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
@@ -79,7 +79,11 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
             return;
         }
     };
-    let mut every = tokio::time::interval(StdDuration::from_secs(state.config.providers.status_poll_interval_secs));
+    // The first round comes one period after start, not at once: work left by a restart waits at
+    // most one period (5 s by default), and a test that drives the rounds itself (with a long
+    // period) never has a round of the service's own delivering beside it.
+    let period = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -229,7 +229,7 @@ impl DatabaseConfig {
 
     /// The payment writers to start: as configured, else one on SQLite (it has one writer, and
     /// two would only split its batches) and two on PostgreSQL (one batch gathers and reads
-    /// while the other commits; the best of 1, 2, 4 and 8 in the README's "Callback benchmark").
+    /// while the other commits; the best of 1, 2, 4 and 8 in docs/callback-benchmark.md).
     pub fn payment_writers(&self) -> usize {
         self.payment_writers_setting.unwrap_or(if self.backend_name() == "postgres" { 2 } else { 1 })
     }

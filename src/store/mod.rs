@@ -358,8 +358,9 @@ impl Store {
 
     /// The store a payment writer works on. PostgreSQL: a pool of one connection of its own, kept
     /// open, so that the writer's prepared statements and their plans stay with it (a shared pool
-    /// hands out its connections in turn, and each prepares the batch's statements again; README,
-    /// machine (e)); it is closed by [`Store::close`], or at once if the store already was.
+    /// hands out its connections in turn, and each prepares the batch's statements again;
+    /// docs/callback-benchmark.md, machine (e)); it is closed by [`Store::close`], or at once if
+    /// the store already was.
     /// SQLite: this store, whose write transactions already share one connection.
     pub async fn dedicated_writer(&self) -> StoreResult<Store> {
         match self {

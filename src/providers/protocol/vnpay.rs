@@ -371,11 +371,12 @@ impl IpnReply {
     pub fn unknown_error() -> Self {
         Self::new("99", "Unknown error")
     }
-    /// Reply for an IPN that [`verify_ipn`] rejected: bad/missing signature → 97, an amount that is not
-    /// whole đồng → 04, anything else (wrong merchant, malformed fields) → 99.
+    /// Reply for an IPN that [`verify_ipn`] rejected: bad or missing signature, or a repeated
+    /// `vnp_*` key (which of the two values was signed cannot be told) → 97; an amount that is not
+    /// whole đồng → 04; anything else (wrong merchant, malformed fields) → 99.
     pub fn for_verify_error(e: &VerifyError) -> Self {
         match e {
-            VerifyError::BadSignature => Self::invalid_signature(),
+            VerifyError::BadSignature | VerifyError::Duplicate(_) => Self::invalid_signature(),
             VerifyError::Missing(f) if f == SECURE_HASH => Self::invalid_signature(),
             VerifyError::InvalidAmount(..) => Self::invalid_amount(),
             _ => Self::unknown_error(),
@@ -996,6 +997,10 @@ mod tests {
         assert_eq!(IpnReply::invalid_signature().to_json(), r#"{"RspCode":"97","Message":"Invalid signature"}"#);
         assert_eq!(IpnReply::unknown_error().rsp_code, "99");
         assert_eq!(IpnReply::for_verify_error(&VerifyError::BadSignature), IpnReply::invalid_signature());
+        assert_eq!(
+            IpnReply::for_verify_error(&VerifyError::Duplicate("vnp_Amount".into())),
+            IpnReply::invalid_signature()
+        );
         assert_eq!(IpnReply::for_verify_error(&VerifyError::WrongMerchant), IpnReply::unknown_error());
     }
 
