@@ -10,10 +10,9 @@
 //! and the p50/p99/max latency of the callback requests (HDR histogram, microsecond resolution).
 //! With `--rate R` the clients are paced open-loop at R requests/s and a request's latency counts
 //! from the instant it was scheduled, so a client that falls behind does not hide queueing
-//! (coordinated omission). A paced run's first half second (at most a tenth of its callbacks) is
-//! a warm-up whose latencies are reported apart, with the whole run's p99 beside them. The clients open their connections before a timed
-//! phase, and its clock starts once they all run. `--half-rate-check` runs at full speed, then again on N new payments
-//! paced at half the measured peak request rate. With `--pgbench` (PostgreSQL only) it then runs
+//! (coordinated omission). The clients open their connections and make their histograms before a
+//! timed phase, and its clock starts once they all run. `--half-rate-check` runs at full speed,
+//! then again on N new payments paced at half the measured peak request rate. With `--pgbench` (PostgreSQL only) it then runs
 //! `pgbench` (TPC-B-like, 8 clients, the timed phase's duration rounded up to at least 5 s) on a
 //! scratch database of the same server and prints the ratio callbacks/s ÷ pgbench TPS.
 //!
@@ -64,11 +63,6 @@ pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432
 const TARGET_SQLITE_CONFIRMED_PER_S: f64 = 5_000.0;
 const TARGET_PG_RATIO: f64 = 2.0;
 const TARGET_HALF_RATE_P99_MS: f64 = 50.0;
-/// A paced run's first half second (at most a tenth of its callbacks) is its warm-up: clients
-/// start, the writers' first batches meet a backlog. Its callbacks are delivered and checked like
-/// the others; the run's latency line, and the target, are those of the steady rate after it, and
-/// the whole run's p99 is printed beside them.
-const WARMUP: Duration = Duration::from_millis(500);
 
 /// How many failing examples a check prints.
 const EXAMPLES: usize = 5;
@@ -297,10 +291,7 @@ struct PhaseReport {
     /// CPU time this process (service, clients, and SQLite) used during the phase; `None` where
     /// `/proc/self/stat` cannot be read.
     cpu: Option<Duration>,
-    /// Latencies after the warm-up (all of them in a full-speed run).
     histogram: Histogram<u64>,
-    /// A paced run's warm-up: how many callbacks, and their latencies.
-    warmup: Option<(usize, Histogram<u64>)>,
     /// Replies by `RspCode` (`http <status>` / `transport` for requests without one).
     codes: BTreeMap<String, u64>,
     error_examples: Vec<String>,
@@ -328,19 +319,6 @@ impl PhaseReport {
     fn max_ms(&self) -> f64 {
         self.histogram.max() as f64 / 1000.0
     }
-    /// A paced run's warm-up latencies at `q`, in ms.
-    fn warmup_ms(&self, q: f64) -> Option<f64> {
-        self.warmup.as_ref().map(|(_, h)| h.value_at_quantile(q) as f64 / 1000.0)
-    }
-    /// The p99 of every callback of the run, warm-up included.
-    fn whole_run_p99_ms(&self) -> f64 {
-        let mut all = self.histogram.clone();
-        if let Some((_, h)) = &self.warmup {
-            // Both histograms have the same bounds, so adding cannot fail.
-            let _ = all.add(h);
-        }
-        all.value_at_quantile(0.99) as f64 / 1000.0
-    }
     fn json(&self) -> Value {
         json!({
             "duration_s": round(self.secs(), 3),
@@ -351,11 +329,6 @@ impl PhaseReport {
             "p99_ms": round(self.ms(0.99), 3),
             "max_ms": round(self.max_ms(), 3),
             "errors": self.errors(),
-            "warmup_requests": self.warmup.as_ref().map(|(n, _)| n),
-            "warmup_p50_ms": self.warmup_ms(0.5).map(|v| round(v, 3)),
-            "warmup_p99_ms": self.warmup_ms(0.99).map(|v| round(v, 3)),
-            "warmup_max_ms": self.warmup_ms(1.0).map(|v| round(v, 3)),
-            "whole_run_p99_ms": round(self.whole_run_p99_ms(), 3),
         })
     }
 }
@@ -594,8 +567,6 @@ impl Bench {
         let total = urls.len();
         let next = Arc::new(AtomicUsize::new(0));
         let clients = self.args.concurrency.min(total);
-        // Requests 0..warmup are due within the warm-up.
-        let warmup = rate.map_or(0, |r| ((r * WARMUP.as_secs_f64()) as usize).min(total / 10));
         self.open_connections(clients).await;
         let mut tasks = tokio::task::JoinSet::new();
         // The clock starts once every client is running (all have reached `ready`): a paced
@@ -606,13 +577,16 @@ impl Bench {
             let (urls, next, http, mut started) = (urls.clone(), next.clone(), self.http.clone(), started.clone());
             let ready = ready.clone();
             tasks.spawn(async move {
+                // Made before the clock starts: a histogram is ~170 KB, and 256 clients making
+                // theirs at the start delayed the first requests by up to ~100 ms (first touches
+                // of fresh memory), which showed as a backlog in every run's first 0.1 s.
+                let mut histogram = new_histogram();
                 ready.wait().await;
                 let Ok(start) =
                     started.wait_for(Option::is_some).await.map(|s| s.unwrap_or_else(tokio::time::Instant::now))
                 else {
-                    return (new_histogram(), new_histogram(), BTreeMap::new(), Vec::new());
+                    return (histogram, BTreeMap::new(), Vec::new());
                 };
-                let (mut histogram, mut warming) = (new_histogram(), new_histogram());
                 let mut codes: BTreeMap<String, u64> = BTreeMap::new();
                 let mut examples = Vec::new();
                 loop {
@@ -639,10 +613,10 @@ impl Bench {
                         }
                     };
                     let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    if i < warmup { &mut warming } else { &mut histogram }.saturating_record(micros.max(1));
+                    histogram.saturating_record(micros.max(1));
                     *codes.entry(code).or_default() += 1;
                 }
-                (histogram, warming, codes, examples)
+                (histogram, codes, examples)
             });
         }
         drop(started);
@@ -650,13 +624,13 @@ impl Bench {
         let cpu_before = process_cpu();
         let start = tokio::time::Instant::now();
         let _ = starting.send(Some(start));
-        let (mut histogram, mut warming) = (new_histogram(), new_histogram());
+        let mut histogram = new_histogram();
         let mut codes: BTreeMap<String, u64> = BTreeMap::new();
         let mut error_examples = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((h, w, c, e)) => {
-                    if let Err(err) = histogram.add(&h).and_then(|()| warming.add(&w)) {
+                Ok((h, c, e)) => {
+                    if let Err(err) = histogram.add(&h) {
                         error_examples.push(format!("histogram merge: {err:?}"));
                     }
                     for (code, n) in c {
@@ -673,18 +647,7 @@ impl Bench {
         let wall = start.elapsed();
         let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
         error_examples.truncate(EXAMPLES);
-        let warmup = (warmup > 0).then_some((warmup, warming));
-        PhaseReport {
-            label: label.to_string(),
-            rate,
-            requests: total,
-            wall,
-            cpu,
-            histogram,
-            warmup,
-            codes,
-            error_examples,
-        }
+        PhaseReport { label: label.to_string(), rate, requests: total, wall, cpu, histogram, codes, error_examples }
     }
 
     /// Opens the clients' keep-alive connections before a timed phase, so that it measures the
@@ -1015,18 +978,7 @@ fn print_phase(p: &PhaseReport, a: &BenchArgs) {
     } else {
         String::new()
     };
-    let after = if p.warmup.is_some() { " after warm-up" } else { "" };
-    println!("  latency p50 / p99 / max  {:.1} / {p99:.1} / {:.1} ms{after}{target}", p.ms(0.5), p.max_ms());
-    if let (Some((n, h)), Some(rate)) = (&p.warmup, p.rate) {
-        println!(
-            "  warm-up (first {:.2} s, {n} callbacks) p50 / p99 / max  {:.1} / {:.1} / {:.1} ms; whole run p99 {:.1} ms",
-            *n as f64 / rate,
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.max() as f64 / 1000.0,
-            p.whole_run_p99_ms()
-        );
-    }
+    println!("  latency p50 / p99 / max  {:.1} / {p99:.1} / {:.1} ms{target}", p.ms(0.5), p.max_ms());
     let codes: Vec<String> = p.codes.iter().map(|(c, n)| format!("{c} × {n}")).collect();
     println!("  replies: {}", codes.join(", "));
 }

@@ -1,17 +1,6 @@
 //! The binary: configuration errors, token management.
 
-use std::process::Command;
-
-use crate::helpers::TestDb;
-
-fn paygate(db: &TestDb) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paygate"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PAYGATE_CONFIG_DIR", "/nonexistent")
-        .env("PAYGATE_DATABASE__URL", db.url());
-    cmd
-}
+use crate::helpers::{JsonServe, TestDb, paygate};
 
 #[tokio::test]
 async fn a_bad_configuration_value_exits_2_naming_the_key() {
@@ -129,58 +118,6 @@ async fn the_example_production_configuration_is_valid_once_its_secrets_are_give
     assert!(String::from_utf8_lossy(&out.stderr).contains("providers.vietqr.bank"));
 }
 
-/// A `paygate serve` child logging JSON, whose stdout lines arrive on a channel.
-struct JsonServe {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl JsonServe {
-    fn start(mut cmd: Command) -> JsonServe {
-        use std::io::{BufRead, BufReader};
-        let mut child = cmd
-            .env("PAYGATE_SERVER__BIND", "127.0.0.1:0")
-            .env("PAYGATE_TELEMETRY__LOG_FORMAT", "json")
-            .arg("serve")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        JsonServe { child, lines }
-    }
-
-    /// The next line containing `what`, within 30 s.
-    fn wait_for(&self, what: &str) -> Option<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn sigterm(&self) {
-        let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(killed.success());
-    }
-
-    /// Its exit status, within 30 s.
-    async fn exit(mut self) -> std::process::ExitStatus {
-        let exit = tokio::task::spawn_blocking(move || self.child.wait());
-        tokio::time::timeout(std::time::Duration::from_secs(30), exit).await.expect("serve exits").unwrap().unwrap()
-    }
-}
-
 /// `paygate serve` starts even when the trace collector is down, and SIGTERM stops it cleanly.
 #[tokio::test]
 async fn serve_starts_with_the_collector_down_and_stops_on_sigterm() {
@@ -188,9 +125,7 @@ async fn serve_starts_with_the_collector_down_and_stops_on_sigterm() {
     let mut cmd = paygate(&db);
     cmd.env("PAYGATE_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:9/v1/traces");
     let serve = JsonServe::start(cmd);
-    let line = serve.wait_for("paygate listening").expect("the service starts");
-    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs when configured");
-    let address = log["fields"]["address"].as_str().unwrap().to_string();
+    let address = serve.address();
     let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     serve.sigterm();

@@ -435,3 +435,80 @@ pub async fn decide(app: &TestApp, provider: &str, s: &Started, action: &str, fa
 pub fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
+
+/// The `paygate` binary on `db`, with no configuration but the built-in defaults.
+pub fn paygate(db: &TestDb) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PAYGATE_CONFIG_DIR", "/nonexistent")
+        .env("PAYGATE_DATABASE__URL", db.url());
+    cmd
+}
+
+/// A `paygate serve` child logging JSON, whose stdout lines arrive on a channel.
+pub struct JsonServe {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl JsonServe {
+    pub fn start(mut cmd: std::process::Command) -> JsonServe {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .env("PAYGATE_SERVER__BIND", "127.0.0.1:0")
+            .env("PAYGATE_TELEMETRY__LOG_FORMAT", "json")
+            .arg("serve")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        JsonServe { child, lines }
+    }
+
+    /// The next line containing `what`, within 30 s.
+    pub fn wait_for(&self, what: &str) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The address it listens on, from its "paygate listening" line (within 30 s).
+    pub fn address(&self) -> String {
+        let line = self.wait_for("paygate listening").expect("the service starts");
+        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs when configured");
+        log["fields"]["address"].as_str().expect("the listening line names its address").to_string()
+    }
+
+    pub fn sigterm(&self) {
+        let killed = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+    }
+
+    /// Its exit status, within 30 s.
+    pub async fn exit(mut self) -> std::process::ExitStatus {
+        let exit = tokio::task::spawn_blocking(move || self.child.wait());
+        tokio::time::timeout(std::time::Duration::from_secs(30), exit).await.expect("serve exits").unwrap().unwrap()
+    }
+}
+
+impl Drop for JsonServe {
+    /// A test that fails half-way leaves no service running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,7 +8,7 @@ use paygate::providers::protocol::vnpay;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::helpers::{TestApp, read};
+use crate::helpers::{JsonServe, TestApp, paygate, read};
 
 /// A VNPAY success IPN for a payment, signed with the sandbox secret.
 fn vnpay_ipn(merchant_ref: &str, amount: i64) -> String {
@@ -73,6 +73,42 @@ async fn fifty_concurrent_deliveries_over_three_processes_confirm_and_post_once(
     assert_eq!(a.scalar(&sql).await, 1, "one notice.paid event");
     assert_eq!(a.scalar("SELECT COUNT(*) FROM callback_inbox").await, 50, "every delivery is in the inbox");
     a.assert_ledger_invariants().await;
+}
+
+/// The same over three `paygate serve` processes of the binary, each with its own pool and
+/// payment writer, on one database (PostgreSQL, or one SQLite file).
+#[tokio::test]
+async fn fifty_concurrent_deliveries_over_three_serve_processes_confirm_and_post_once() {
+    let app = TestApp::spawn().await;
+    let (code, id, merchant_ref, amount) = vnpay_payment(&app).await;
+    let serves: Vec<JsonServe> = (0..3).map(|_| JsonServe::start(paygate(&app.db))).collect();
+    let addresses: Vec<String> = serves.iter().map(JsonServe::address).collect();
+    let query = vnpay_ipn(&merchant_ref, amount);
+    let replies = futures::future::join_all((0..50).map(|i| {
+        let url = format!("http://{}/callbacks/vnpay?{query}", addresses[i % 3]);
+        let client = app.client.clone();
+        async move { read(client.get(url).send().await.unwrap()).await }
+    }))
+    .await;
+    let codes: Vec<&str> = replies.iter().map(|r| r.body["RspCode"].as_str().unwrap_or("?")).collect();
+    assert_eq!(codes.iter().filter(|c| **c == "00").count(), 1, "exactly one delivery confirms: {codes:?}");
+    assert!(codes.iter().all(|c| *c == "00" || *c == "02"), "the others: already confirmed: {codes:?}");
+
+    let p = app.payment(&id).await;
+    assert_eq!(p["status"], "succeeded");
+    let transitions = p["history"].as_array().unwrap().iter().filter(|e| e["to_status"] == "succeeded").count();
+    assert_eq!(transitions, 1);
+    assert_eq!(app.notice(&code).await["status"], "paid");
+    let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}'");
+    assert_eq!(app.scalar(&sql).await, 1, "one set of postings");
+    let sql = format!("SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{code}' AND event_type = 'notice.paid'");
+    assert_eq!(app.scalar(&sql).await, 1, "one notice.paid event");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM callback_inbox").await, 50, "every delivery is in the inbox");
+    for serve in serves {
+        serve.sigterm();
+        assert!(serve.exit().await.success());
+    }
+    app.assert_ledger_invariants().await;
 }
 
 #[tokio::test]
