@@ -12,9 +12,10 @@
 //! from the instant it was scheduled, so a client that falls behind does not hide queueing
 //! (coordinated omission). The clients open their connections and make their histograms before a
 //! timed phase, and its clock starts once they all run. `--half-rate-check` runs at full speed,
-//! then again on N new payments paced at half the measured peak request rate. With `--pgbench` (PostgreSQL only) it then runs
-//! `pgbench` (TPC-B-like, 8 clients, the timed phase's duration rounded up to at least 5 s) on a
-//! scratch database of the same server and prints the ratio callbacks/s ÷ pgbench TPS.
+//! then again on N new payments paced at half the measured peak request rate. With `--pgbench`
+//! (PostgreSQL only) it then runs `pgbench` (TPC-B-like, 8 clients, the timed phase's duration
+//! rounded up to at least 5 s) on a scratch database of the same server and prints the ratio
+//! callbacks/s ÷ pgbench TPS.
 //!
 //! Invariants it checks afterwards (any failure exits non-zero; missed performance targets do
 //! not): exactly N replies `00` and N×(K−1) replies `02` per run, no other reply and no transport
@@ -578,8 +579,8 @@ impl Bench {
             let ready = ready.clone();
             tasks.spawn(async move {
                 // Made before the clock starts: a histogram is ~170 KB, and 256 clients making
-                // theirs at the start delayed the first requests by up to ~100 ms (first touches
-                // of fresh memory), which showed as a backlog in every run's first 0.1 s.
+                // theirs after it held the first requests back by up to ~100 ms, which showed as
+                // a backlog in every run's first 0.1 s (docs/callback-benchmark.md, machine (f)).
                 let mut histogram = new_histogram();
                 ready.wait().await;
                 let Ok(start) =
