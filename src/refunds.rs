@@ -3,9 +3,11 @@
 //! Invariants: a refund never exceeds what remains of the payment (reserved under the payment's
 //! row lock); it is posted to the ledger only when the provider confirms it; a provider that
 //! refuses it leaves a `failed` refund and releases the reservation; a provider that cannot be
-//! reached or answers garbage leaves the refund `pending` and reserved — it may have been made,
-//! so it must not be sent twice — until a treasurer records the outcome they confirmed with the
-//! provider ([`record_outcome`]); a refund's outcome is settled once and never changed.
+//! reached, answers garbage or answers without deciding (still processing) leaves the refund
+//! `pending` and reserved — it may have been made, so it must not be sent twice — until a
+//! treasurer records the outcome they confirmed with the provider ([`record_outcome`]); a refund's
+//! outcome is settled once and never changed, and a provider's answer that contradicts an outcome
+//! recorded meanwhile is reported as a conflict, not posted.
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -68,7 +70,9 @@ pub async fn request(
         requested_by: by.name.clone(),
     };
     let answer = connector.refund(&call).await;
-    if let Err(e @ (ProviderError::Unreachable(_) | ProviderError::BadAnswer(_))) = &answer {
+    if let Err(e @ (ProviderError::Unreachable(_) | ProviderError::BadAnswer(_) | ProviderError::Undecided(_))) =
+        &answer
+    {
         // The provider may have refunded: the refund stays pending and keeps its amount
         // reserved, so no second refund can be sent for it, until someone confirms the outcome.
         tracing::error!(refund = %refund.id, payment = %payment.id, error = %e,
@@ -92,9 +96,9 @@ pub async fn request(
     // The provider has answered: record it, retrying a busy database a few times, because a
     // refund left pending would keep its amount reserved.
     let mut attempt = 0;
-    loop {
+    let settled = loop {
         match state.store.settle_refund(&refund.id, settled_with, now()).await {
-            Ok(_) => break,
+            Ok(settled) => break settled,
             Err(crate::store::StoreError::Unavailable(_)) if attempt < 5 => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
@@ -103,6 +107,23 @@ pub async fn request(
                 tracing::error!(refund = %refund.id, error = %e, "provider answered but the refund could not be settled");
                 return Err(e.into());
             }
+        }
+    };
+    // A treasurer may have recorded an outcome while the provider was still answering: if it is
+    // not what the provider has now said, neither is posted over the other; staff must look.
+    if let Settled::AlreadySettled(recorded) = &settled {
+        let provider_says = if answer.is_ok() { "succeeded" } else { "failed" };
+        if recorded != provider_says {
+            tracing::error!(refund = %refund.id, payment = %payment.id, recorded = %recorded, provider_says,
+                "a refund's recorded outcome contradicts the provider's answer");
+            return Err(Problem::conflict(
+                "refund-outcome-conflict",
+                "Refund outcome contradicts the provider",
+                format!(
+                    "{} answered that refund {} {provider_says}, but it was already recorded as {recorded} while                      the request was in flight. Nothing more was posted; check the refund with the provider and                      correct the ledger with a compensating entry.",
+                    payment.provider, refund.id
+                ),
+            ));
         }
     }
     match answer {

@@ -60,6 +60,9 @@ pub enum ProviderError {
     BadAnswer(String),
     #[error("provider refused the request: {0}")]
     Refused(String),
+    /// The provider has the request but has not said how it ended (still processing, say).
+    #[error("provider has not decided: {0}")]
+    Undecided(String),
     #[error("this provider cannot do that: {0}")]
     Unsupported(&'static str),
 }

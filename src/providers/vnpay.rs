@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::protocol::event::{ProviderEvent, VerifyError};
+use super::protocol::event::{ProviderEvent, RefundVerdict, VerifyError};
 use super::protocol::vnpay::{self, Locale, PayRequest, QueryDrRequest, RefundKind, RefundRequest, VnpayCredentials};
 use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json};
 use crate::store::now;
@@ -67,10 +67,10 @@ impl Connector for Vnpay {
         let answer = read_json(resp).await?;
         let result = vnpay::verify_refund_response(&self.credentials, &answer)
             .map_err(|e| ProviderError::BadAnswer(format!("refund answer not verified: {e}")))?;
-        if result.accepted() {
-            Ok(result.transaction_no.or(Some(result.txn_ref)))
-        } else {
-            Err(ProviderError::Refused(format!("VNPAY refund {}: {}", result.response_code, result.message)))
+        match result.verdict() {
+            RefundVerdict::Made => Ok(result.transaction_no.or(Some(result.txn_ref))),
+            RefundVerdict::Undecided(why) => Err(ProviderError::Undecided(why)),
+            RefundVerdict::Refused(why) => Err(ProviderError::Refused(why)),
         }
     }
 

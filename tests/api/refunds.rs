@@ -270,3 +270,81 @@ async fn a_treasurer_settles_a_refund_left_pending_with_the_outcome_confirmed_wi
     assert_eq!(r.body["refund"]["amount"], 6_250_000, "the whole payment is refundable again");
     app.assert_ledger_invariants().await;
 }
+
+/// A stand-in for MoMo's refund API: each refund request is announced on the channel, then
+/// answered with `answer` once the test sends a go-ahead.
+async fn momo_refund_api(
+    answer: serde_json::Value,
+) -> (String, tokio::sync::mpsc::Receiver<()>, tokio::sync::mpsc::Sender<()>) {
+    let (arrived_tx, arrived) = tokio::sync::mpsc::channel::<()>(8);
+    let (go, go_rx) = tokio::sync::mpsc::channel::<()>(8);
+    let go_rx = std::sync::Arc::new(tokio::sync::Mutex::new(go_rx));
+    let app = axum::Router::new().route(
+        "/v2/gateway/api/refund",
+        axum::routing::post(move || {
+            let (arrived_tx, go_rx, answer) = (arrived_tx.clone(), go_rx.clone(), answer.clone());
+            async move {
+                let _ = arrived_tx.send(()).await;
+                go_rx.lock().await.recv().await;
+                axum::Json(answer)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, arrived, go)
+}
+
+/// MoMo answering "still processing" (7000) leaves the refund pending with its amount reserved.
+#[tokio::test]
+async fn a_refund_the_provider_is_still_processing_stays_reserved() {
+    let app = TestApp::spawn().await;
+    let (_, id) = paid(&app, "momo").await;
+    let (momo, _arrived, go) = momo_refund_api(json!({"resultCode": 7000, "message": "processing"})).await;
+    go.send(()).await.unwrap();
+    let other = app.spawn_sibling(|c| c.providers.momo.base_url = momo.clone()).await;
+    let treasurer = other.token(Role::Treasurer).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let r = other.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), None).await;
+    r.assert_problem(502, "refund-outcome-unknown");
+    let payment = app.payment(&id).await;
+    assert_eq!(payment["refunds"][0]["status"], "pending");
+    assert_eq!(payment["refunded_amount"], 0);
+    let r = app.post_json(&path, &json!({"reason": "again"}), Some(&treasurer), None).await;
+    assert_eq!(r.assert_problem(422, "validation-error")["code"], "exceeds_remaining");
+    app.assert_ledger_invariants().await;
+}
+
+/// A treasurer records `failed` while the provider is still answering; the provider then says it
+/// made the refund. The request reports the conflict; nothing is posted over the recorded outcome.
+#[tokio::test]
+async fn a_provider_answer_contradicting_an_outcome_recorded_meanwhile_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let (_, id) = paid(&app, "momo").await;
+    let (momo, mut arrived, go) = momo_refund_api(json!({"resultCode": 0, "transId": 4242, "message": "ok"})).await;
+    let other = app.spawn_sibling(|c| c.providers.momo.base_url = momo.clone()).await;
+    let treasurer = app.token(Role::Treasurer).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let in_flight = {
+        let (other, path, treasurer) = (&other, path.clone(), treasurer.clone());
+        async move { other.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), None).await }
+    };
+    let record_meanwhile = async {
+        tokio::time::timeout(std::time::Duration::from_secs(30), arrived.recv()).await.expect("the refund is sent");
+        let refund = app.payment(&id).await["refunds"][0]["id"].as_str().unwrap().to_string();
+        let body = json!({"outcome": "failed", "note": "portal showed nothing"});
+        let r = app.post_json(&format!("/v1/refunds/{refund}/outcome"), &body, Some(&treasurer), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        go.send(()).await.unwrap();
+    };
+    let (r, ()) = tokio::join!(in_flight, record_meanwhile);
+    r.assert_problem(409, "refund-outcome-conflict");
+    let payment = app.payment(&id).await;
+    assert_eq!(payment["refunds"][0]["status"], "failed");
+    assert_eq!(payment["refunded_amount"], 0);
+    assert_eq!(payment["status"], "succeeded");
+    let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}' AND kind = 'refund'");
+    assert_eq!(app.scalar(&sql).await, 0, "nothing posted over the recorded outcome");
+    app.assert_ledger_invariants().await;
+}

@@ -56,6 +56,19 @@ impl Outcome {
     }
 }
 
+/// What a provider's answer to a refund request says about the refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundVerdict {
+    /// The provider made the refund.
+    Made,
+    /// The provider may have made it, or may still make it (still processing, a duplicate of a
+    /// request it already has, an unspecified error, an answer without a result): the refund must
+    /// not be sent again, nor its amount released, until its outcome is known.
+    Undecided(String),
+    /// The provider says it did not make it.
+    Refused(String),
+}
+
 /// Why an inbound provider message was rejected. Never contains secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {

@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::event::{BuildError, Outcome, PROVIDER_MOMO, ProviderEvent, VerifyError};
+use super::event::{BuildError, Outcome, PROVIDER_MOMO, ProviderEvent, RefundVerdict, VerifyError};
 use super::signature::{hmac_sha256, hmac_sha256_hex, mac_matches_hex};
 
 /// Sandbox host.
@@ -297,6 +297,21 @@ pub fn outcome_of(result_code: i64, message: &str) -> Outcome {
         // 10–13 are documented errors; 1001–1006 (insufficient funds, rejected, …, user denied) are
         // UNCONFIRMED meanings — all of them, and anything unknown, are failures.
         code => Outcome::Failed { reason: format!("MoMo resultCode {code}: {message}") },
+    }
+}
+
+/// What MoMo's answer to a refund request says about the refund: `resultCode` 0 made it; a
+/// pending code (1000, 7000, 7002, 8000: still processing) or no integer `resultCode` at all leaves
+/// it undecided; any other code is a refusal that made nothing.
+pub fn refund_verdict(answer: &Value) -> RefundVerdict {
+    let message = answer.get("message").and_then(Value::as_str).unwrap_or("");
+    match answer.get("resultCode").and_then(Value::as_i64) {
+        Some(0) => RefundVerdict::Made,
+        Some(code) if outcome_of(code, message) == Outcome::Pending => {
+            RefundVerdict::Undecided(format!("MoMo refund resultCode {code} (still processing): {message}"))
+        }
+        Some(code) => RefundVerdict::Refused(format!("MoMo refund resultCode {code}: {message}")),
+        None => RefundVerdict::Undecided(format!("MoMo refund answer without a resultCode: {message}")),
     }
 }
 
@@ -692,5 +707,21 @@ mod tests {
             )
         );
         assert_eq!(serde_json::to_value(&r).unwrap()["transId"], 4_088_878_653_i64);
+    }
+
+    /// Only `resultCode` 0 made a refund; MoMo's pending codes and an answer without a code may
+    /// have, so they release nothing; other codes refused.
+    #[test]
+    fn refund_verdicts() {
+        let answer = |code: serde_json::Value| serde_json::json!({"resultCode": code, "message": "m"});
+        assert_eq!(refund_verdict(&answer(0.into())), RefundVerdict::Made);
+        for code in [1000, 7000, 7002, 8000] {
+            assert!(matches!(refund_verdict(&answer(code.into())), RefundVerdict::Undecided(_)), "{code}");
+        }
+        assert!(matches!(refund_verdict(&serde_json::json!({"message": "oops"})), RefundVerdict::Undecided(_)));
+        assert!(matches!(refund_verdict(&answer("0".into())), RefundVerdict::Undecided(_)), "not an integer");
+        for code in [11, 41, 42, 1080, 1081] {
+            assert!(matches!(refund_verdict(&answer(code.into())), RefundVerdict::Refused(_)), "{code}");
+        }
     }
 }

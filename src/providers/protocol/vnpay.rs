@@ -27,7 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::event::{BuildError, Outcome, PROVIDER_VNPAY, ProviderEvent, VerifyError, parse_digits_i64};
+use super::event::{BuildError, Outcome, PROVIDER_VNPAY, ProviderEvent, RefundVerdict, VerifyError, parse_digits_i64};
 use super::signature::{hmac_sha512, hmac_sha512_hex, mac_matches_hex};
 
 /// API version sent in `vnp_Version`.
@@ -687,6 +687,18 @@ impl RefundResult {
     pub fn accepted(&self) -> bool {
         self.response_code == "00"
     }
+
+    /// What this answer says about the refund: `00` made it; `94` (a request with this id was
+    /// already received, so an earlier one may have gone through) and `99` (an unspecified error)
+    /// leave it undecided; every other code is a refusal that made nothing.
+    pub fn verdict(&self) -> RefundVerdict {
+        let what = format!("VNPAY refund {}: {}", self.response_code, self.message);
+        match self.response_code.as_str() {
+            "00" => RefundVerdict::Made,
+            "94" | "99" => RefundVerdict::Undecided(what),
+            _ => RefundVerdict::Refused(what),
+        }
+    }
 }
 
 /// Verify a refund response (signature over [`REFUND_RESPONSE_HASH_FIELDS`], then TmnCode).
@@ -1123,5 +1135,26 @@ mod tests {
         let mut tampered = resp.clone();
         tampered["vnp_Amount"] = 6_000_000.into();
         assert_eq!(verify_refund_response(&creds(), &tampered), Err(VerifyError::BadSignature));
+    }
+
+    /// Only `00` made a refund; `94` and `99` may have, so they release nothing; the rest refused.
+    #[test]
+    fn refund_verdicts() {
+        let answer = |code: &str| RefundResult {
+            response_code: code.into(),
+            message: "m".into(),
+            txn_ref: "ORD-1".into(),
+            amount_vnd: None,
+            transaction_no: None,
+            transaction_type: "03".into(),
+            transaction_status: String::new(),
+        };
+        assert_eq!(answer("00").verdict(), RefundVerdict::Made);
+        for code in ["94", "99"] {
+            assert!(matches!(answer(code).verdict(), RefundVerdict::Undecided(_)), "{code}");
+        }
+        for code in ["02", "03", "91", "95", "97"] {
+            assert!(matches!(answer(code).verdict(), RefundVerdict::Refused(_)), "{code}");
+        }
     }
 }
