@@ -312,7 +312,9 @@ fn apply_one(
             if let Some(q) = w.payments.get_mut(&p.id) {
                 q.late_success = true;
                 q.refund_due = q.amount;
-                q.provider_txn_id = q.provider_txn_id.take().or_else(|| u.provider_txn_id.clone());
+                // The late money came with this success: its refund goes against this
+                // transaction, not against the one that failed or expired before it.
+                q.provider_txn_id = u.provider_txn_id.clone().or_else(|| q.provider_txn_id.take());
             }
             Applied::LateSuccess(current)
         }
@@ -551,6 +553,20 @@ mod tests {
         assert!(w.notices_paid.is_empty());
         assert_eq!(w.postings.iter().map(|p| p.plan.kind).collect::<Vec<_>>(), ["suspense"]);
         assert_eq!(w.inbox.len(), 2, "the expiry came with no callback");
+    }
+
+    #[test]
+    fn a_late_success_keeps_the_transaction_that_carried_the_money() {
+        let snap = snapshot(vec![payment("p1", "a", "pending")], vec![notice("a", "unpaid")]);
+        let failed = Job::Apply {
+            payment: PaymentRef::MerchantRef("ref-p1".into()),
+            update: update(PaymentEvent::ProviderFailed, Some(150_000), 9),
+        };
+        let (w, o) = plan(snap, &[failed, success("ref-p1", 1)]).unwrap();
+        assert_eq!(outcomes(&o), ["applied:failed", "late_success"]);
+        let c = &w.payments[0];
+        assert_eq!((c.status.as_str(), c.late_success, c.refund_due), ("failed", true, 150_000));
+        assert_eq!(c.provider_txn_id.as_deref(), Some("txn-1"), "refunds go against the success's transaction");
     }
 
     #[test]
