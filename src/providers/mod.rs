@@ -77,6 +77,20 @@ impl From<reqwest::Error> for ProviderError {
     }
 }
 
+/// A connector's refund result from the provider's verdict: `made` gives the provider's reference
+/// for a refund it made.
+pub(crate) fn refund_result(
+    verdict: protocol::event::RefundVerdict,
+    made: impl FnOnce() -> Option<String>,
+) -> Result<Option<String>, ProviderError> {
+    use protocol::event::RefundVerdict;
+    match verdict {
+        RefundVerdict::Made => Ok(made()),
+        RefundVerdict::Undecided(why) => Err(ProviderError::Undecided(why)),
+        RefundVerdict::Refused(why) => Err(ProviderError::Refused(why)),
+    }
+}
+
 /// What a connector needs to refund (part of) a payment.
 #[derive(Debug, Clone)]
 pub struct RefundCall {

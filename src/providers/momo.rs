@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::protocol::event::{Outcome, ProviderEvent, RefundVerdict, VerifyError};
+use super::protocol::event::{Outcome, ProviderEvent, VerifyError};
 use super::protocol::momo::{self, CreateRequest, Lang, MomoCredentials, RefundRequest, RequestType};
-use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json};
+use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json, refund_result};
 
 pub struct Momo {
     pub base_url: String,
@@ -83,11 +83,9 @@ impl Connector for Momo {
         .map_err(|e| ProviderError::Refused(e.to_string()))?;
         let resp = self.http.post(format!("{}/v2/gateway/api/refund", self.base_url)).json(&body).send().await?;
         let answer = read_json(resp).await?;
-        match momo::refund_verdict(&answer) {
-            RefundVerdict::Made => Ok(answer.get("transId").and_then(Value::as_i64).map(|t| t.to_string())),
-            RefundVerdict::Undecided(why) => Err(ProviderError::Undecided(why)),
-            RefundVerdict::Refused(why) => Err(ProviderError::Refused(why)),
-        }
+        refund_result(momo::refund_verdict(&answer), || {
+            answer.get("transId").and_then(Value::as_i64).map(|t| t.to_string())
+        })
     }
 
     async fn query(

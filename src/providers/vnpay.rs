@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::protocol::event::{ProviderEvent, RefundVerdict, VerifyError};
+use super::protocol::event::{ProviderEvent, VerifyError};
 use super::protocol::vnpay::{self, Locale, PayRequest, QueryDrRequest, RefundKind, RefundRequest, VnpayCredentials};
-use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json};
+use super::{Connector, Instructions, ProviderError, RawCallback, RefundCall, StartPayment, read_json, refund_result};
 use crate::store::now;
 
 pub struct Vnpay {
@@ -67,11 +67,7 @@ impl Connector for Vnpay {
         let answer = read_json(resp).await?;
         let result = vnpay::verify_refund_response(&self.credentials, &answer)
             .map_err(|e| ProviderError::BadAnswer(format!("refund answer not verified: {e}")))?;
-        match result.verdict() {
-            RefundVerdict::Made => Ok(result.transaction_no.or(Some(result.txn_ref))),
-            RefundVerdict::Undecided(why) => Err(ProviderError::Undecided(why)),
-            RefundVerdict::Refused(why) => Err(ProviderError::Refused(why)),
-        }
+        refund_result(result.verdict(), || result.transaction_no.clone().or(Some(result.txn_ref.clone())))
     }
 
     async fn query(
