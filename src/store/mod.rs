@@ -94,6 +94,16 @@ const RESTART_WAL_AT: i64 = 12_000;
 /// PostgreSQL 65,535) for the widest row (the inbox's 16 columns).
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
+/// PostgreSQL: for the rest of the transaction, plan lookups by key as index scans in nested
+/// loops, and use each prepared statement's generic plan rather than planning it again for every
+/// call (`set_config(…, true)` is `SET LOCAL`). For the statements that find a few hundred rows by
+/// key or just above a floor (payment batches, ledger sealing): without fresh statistics — a busy
+/// table outgrows its last ANALYZE within minutes — the planner answers them with whole-table
+/// scans and hash joins, whose cost grows with the table.
+pub(crate) const PG_KEYED_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
+     set_config('enable_bitmapscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
+     set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)";
+
 /// Runs `INSERT`/`UPDATE` statements with multi-row `VALUES`, [`ROWS_PER_STATEMENT`] rows at a
 /// time; evaluates to the rows affected. `$head` precedes `VALUES`, `$tail` follows it.
 macro_rules! values_statements {

@@ -12,16 +12,6 @@ use crate::payments::batch::{
 };
 use crate::store::StoreResult;
 
-/// For the rest of the transaction, plan lookups by key as index scans in nested loops, and use
-/// each prepared statement's generic plan rather than planning it again for every batch
-/// (`set_config(…, true)` is `SET LOCAL`). Every statement of a batch finds its rows by key (a few
-/// hundred keys); without fresh statistics — a busy table outgrows its last ANALYZE within
-/// minutes — the planner answers long key lists with whole-table scans and hash joins, whose
-/// cost grows with the table.
-const KEYED_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
-     set_config('enable_bitmapscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
-     set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)";
-
 /// The ids of the batch's payments: `$1` (ids) and those of `$2` (merchant references).
 const BATCH_PAYMENT_IDS: &str = "$1::text[] || ARRAY(SELECT id FROM payments WHERE merchant_ref = ANY($2::text[]))";
 
@@ -74,7 +64,7 @@ pub(super) async fn apply(conn: &mut PgConnection, keys: &BatchKeys, jobs: &[Job
 /// Locks the batch's notices, then its payments (the lock order of every writer), and reads what
 /// the plan needs of them.
 async fn snapshot(conn: &mut PgConnection, keys: &BatchKeys) -> StoreResult<Snapshot> {
-    sqlx::query(KEYED_PLANS).execute(&mut *conn).await?;
+    sqlx::query(crate::store::PG_KEYED_PLANS).execute(&mut *conn).await?;
     let ids: Vec<&str> = keys.ids.iter().map(String::as_str).collect();
     let refs: Vec<&str> = keys.refs.iter().map(String::as_str).collect();
     let mut snapshot = Snapshot::default();
