@@ -233,15 +233,21 @@ pub struct ChainedTransfer {
     pub amount: i64,
     /// Microseconds since the epoch, UTC.
     pub created_at_micros: i64,
+    /// The ledger transaction's memo and time (microseconds since the epoch, UTC): what the
+    /// entry says it was for, and when it was posted, are history too.
+    pub memo: String,
+    pub transaction_created_at_micros: i64,
 }
 
 impl ChainedTransfer {
     /// Canonical bytes: versioned, `|`-separated, with lengths so no two records share bytes.
+    /// Version 2 added the ledger transaction's memo and time (v1 left them out, so a superuser
+    /// could have rewritten either unseen).
     pub fn canonical(&self) -> String {
         let field = |s: &str| format!("{}:{s}", s.len());
         let opt = |s: &Option<String>| s.as_deref().map(field).unwrap_or_else(|| "-".into());
         format!(
-            "v1|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "v2|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.transfer_id,
             field(&self.transaction_id),
             field(&self.posting_key),
@@ -252,7 +258,9 @@ impl ChainedTransfer {
             field(&self.debit),
             field(&self.credit),
             self.amount,
-            self.created_at_micros
+            self.created_at_micros,
+            field(&self.memo),
+            self.transaction_created_at_micros
         )
     }
 }
@@ -395,6 +403,8 @@ mod tests {
             credit: "treasury_payable:757-2801".into(),
             amount,
             created_at_micros: 1_700_000_000_000_000 + seq,
+            memo: format!("VNPAY payment p{seq}"),
+            transaction_created_at_micros: 1_700_000_000_000_000 + seq,
         };
         let hash = chain_hash(prev, &transfer);
         Seal { seq, prev_hash: prev.into(), hash, transfer }
@@ -411,8 +421,17 @@ mod tests {
         altered.transfer.amount = 201;
         let err = verify_links(GENESIS, 1, &[a.clone(), altered, c.clone()]).unwrap_err();
         assert_eq!((err.seq, err.transfer_id), (2, 20));
-        let err = verify_links(GENESIS, 1, &[a, c]).unwrap_err();
+        let err = verify_links(GENESIS, 1, &[a.clone(), c.clone()]).unwrap_err();
         assert_eq!(err.seq, 3);
+        // What the entry says it was for, and when it was posted, are covered too.
+        let mut altered = b.clone();
+        altered.transfer.memo = "refund".into();
+        let err = verify_links(GENESIS, 1, &[a.clone(), altered, c.clone()]).unwrap_err();
+        assert_eq!(err.seq, 2);
+        let mut altered = b;
+        altered.transfer.transaction_created_at_micros += 1;
+        let err = verify_links(GENESIS, 1, &[a, altered, c]).unwrap_err();
+        assert_eq!(err.seq, 2);
     }
 
     #[test]

@@ -123,6 +123,8 @@ struct ChainRow {
     credit_account: String,
     amount: i64,
     created_at: DateTime<Utc>,
+    memo: String,
+    transaction_created_at: DateTime<Utc>,
 }
 
 impl ChainRow {
@@ -139,23 +141,43 @@ impl ChainRow {
             credit: self.credit_account.clone(),
             amount: self.amount,
             created_at_micros: self.created_at.timestamp_micros(),
+            memo: self.memo.clone(),
+            transaction_created_at_micros: self.transaction_created_at.timestamp_micros(),
         }
     }
 }
 
 /// An unsealed transfer as packed by SQLite: the [`ChainRow`] columns after `hash`.
-type PackedTransfer =
-    (i64, String, String, String, Option<String>, Option<String>, Option<String>, String, String, i64, String);
+type PackedTransfer = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+);
 
-/// Unpacks the sealer's JSON rows (SQLite), in transfer order. `created_at` is read back from
-/// the RFC 3339 text sqlx stores, to the microsecond.
+/// Unpacks the sealer's JSON rows (SQLite), in transfer order. Times are read back from the
+/// RFC 3339 text sqlx stores, to the microsecond.
 fn unpack_chain_rows(packed: &str) -> StoreResult<Vec<ChainRow>> {
     let invariant = |e: String| StoreError::Invariant(format!("unsealed transfers: {e}"));
     let rows: Vec<PackedTransfer> = serde_json::from_str(packed).map_err(|e| invariant(e.to_string()))?;
     let mut rows = rows
         .into_iter()
         .map(|r| {
-            let created_at = DateTime::parse_from_rfc3339(&r.10).map_err(|e| invariant(format!("{}: {e}", r.10)))?;
+            let time = |text: &str| {
+                DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| invariant(format!("{text}: {e}")))
+            };
+            let (created_at, transaction_created_at) = (time(&r.10)?, time(&r.12)?);
             Ok(ChainRow {
                 seq: None,
                 prev_hash: None,
@@ -170,7 +192,9 @@ fn unpack_chain_rows(packed: &str) -> StoreResult<Vec<ChainRow>> {
                 debit_account: r.7,
                 credit_account: r.8,
                 amount: r.9,
-                created_at: created_at.with_timezone(&Utc),
+                created_at,
+                memo: r.11,
+                transaction_created_at,
             })
         })
         .collect::<StoreResult<Vec<ChainRow>>>()?;
@@ -179,8 +203,8 @@ fn unpack_chain_rows(packed: &str) -> StoreResult<Vec<ChainRow>> {
 }
 
 const CHAIN_SELECT: &str = "SELECT s.seq, s.prev_hash, s.hash, t.id AS transfer_id, t.transaction_id, x.posting_key, \
-     x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, t.credit_account, t.amount, t.created_at \
-     FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id";
+     x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, t.credit_account, t.amount, t.created_at, \
+     x.memo, x.created_at AS transaction_created_at FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id";
 
 /// PostgreSQL: the oldest transaction id still running (every lower one has ended), and the
 /// last transfer id handed out (to any session: the sequence's cache is 1).
@@ -339,7 +363,7 @@ impl Store {
         );
         let packed_unsealed = format!(
             "SELECT json_group_array(json_array(transfer_id, transaction_id, posting_key, kind, payment_id, notice_code, \
-             corrects, debit_account, credit_account, amount, created_at)) FROM ({select_unsealed})"
+             corrects, debit_account, credit_account, amount, created_at, memo, transaction_created_at)) FROM ({select_unsealed})"
         );
         // (floor used, floor proved once this round has sealed everything it found)
         let mut pg_floor = (0i64, 0i64);

@@ -270,8 +270,9 @@ async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() 
     assert_eq!(r.body["sealed"], app.count("ledger_transfers").await, "{}", r.text);
 }
 
-#[tokio::test]
-async fn verify_names_the_first_row_a_superuser_altered() {
+/// A service with three confirmed VNPAY payments (six transfers), its chain verified whole, and
+/// an auditor's token.
+async fn three_payments_sealed() -> (TestApp, String) {
     let app = TestApp::spawn().await;
     for _ in 0..3 {
         let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
@@ -279,26 +280,22 @@ async fn verify_names_the_first_row_a_superuser_altered() {
     }
     let auditor = app.token(Role::Auditor).await;
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
-    assert_eq!(r.body["ok"], true, "{}", r.text);
-    assert!(r.body["sealed"].as_i64().unwrap() >= 6, "{}", r.text);
+    assert_eq!((r.body["ok"].clone(), r.body["sealed"].clone()), (json!(true), json!(6)), "{}", r.text);
+    (app, auditor)
+}
+
+#[tokio::test]
+async fn verify_names_the_first_row_a_superuser_altered() {
+    let (app, auditor) = three_payments_sealed().await;
     let target: i64 = app.scalar("SELECT transfer_id FROM ledger_seals WHERE seq = 4").await;
 
     // Someone with the keys to the database bypasses the guards and edits one amount.
-    if app.db.is_postgres() {
-        let mut conn = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
-        sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
-        sqlx::query(&format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    } else {
-        let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
-        sqlx::query("DROP TRIGGER ledger_transfers_no_update").execute(&mut conn).await.unwrap();
-        sqlx::query(&format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+    alter_as_superuser(
+        &app,
+        "ledger_transfers",
+        &format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}"),
+    )
+    .await;
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["ok"], false, "{}", r.text);
@@ -314,6 +311,65 @@ async fn verify_names_the_first_row_a_superuser_altered() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("seq 4"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `sql` past the ledger's guards, as someone with the keys to the database would: on
+/// PostgreSQL with triggers off for the session, on SQLite after dropping `table`'s update trigger.
+async fn alter_as_superuser(app: &TestApp, table: &str, sql: &str) {
+    if app.db.is_postgres() {
+        let mut conn = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+        sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
+        sqlx::query(&format!("DROP TRIGGER IF EXISTS {table}_no_update")).execute(&mut conn).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn verify_finds_a_rewritten_memo_or_posting_time() {
+    let (app, auditor) = three_payments_sealed().await;
+    // The ledger transaction of the transfer sealed at `seq`, and the first seq of its transfers.
+    let transaction_at = |seq: i64| {
+        format!(
+            "(SELECT transaction_id FROM ledger_transfers WHERE id = (SELECT transfer_id FROM ledger_seals WHERE seq = {seq}))"
+        )
+    };
+    let first_seq_of = |transaction: &str| {
+        format!(
+            "SELECT MIN(s.seq) FROM ledger_seals s JOIN ledger_transfers t ON t.id = s.transfer_id \
+             WHERE t.transaction_id = {transaction}"
+        )
+    };
+    let (late, early) = (transaction_at(6), transaction_at(1));
+    let late_first = app.scalar(&first_seq_of(&late)).await;
+    assert!(late_first > 1, "the last payment's transfers come after the first's");
+
+    // What the entry says it was for.
+    alter_as_superuser(
+        &app,
+        "ledger_transactions",
+        &format!("UPDATE ledger_transactions SET memo = 'refund to the payer' WHERE id = {late}"),
+    )
+    .await;
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["ok"], false, "{}", r.text);
+    assert_eq!(r.body["first_broken"]["seq"], late_first, "{}", r.text);
+
+    // When an earlier one was posted: verify now names that one.
+    let an_hour_earlier = if app.db.is_postgres() {
+        format!("UPDATE ledger_transactions SET created_at = created_at - INTERVAL '1 hour' WHERE id = {early}")
+    } else {
+        format!(
+            "UPDATE ledger_transactions SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-1 hour') WHERE id = {early}"
+        )
+    };
+    alter_as_superuser(&app, "ledger_transactions", &an_hour_earlier).await;
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!(r.body["ok"], false, "{}", r.text);
+    assert_eq!(r.body["first_broken"]["seq"], 1, "{}", r.text);
 }
 
 #[tokio::test]
