@@ -6,7 +6,7 @@ use serde_json::json;
 
 use paygate::store::refunds::RefundAnswer::Made;
 
-use crate::helpers::{TestApp, read};
+use crate::helpers::{JsonServe, TestApp, paygate, read};
 
 fn browser() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
@@ -268,6 +268,52 @@ async fn a_treasurer_settles_a_refund_left_pending_with_the_outcome_confirmed_wi
     let r = app.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), None).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["refund"]["amount"], 6_250_000, "the whole payment is refundable again");
+    app.assert_ledger_invariants().await;
+}
+
+/// Fifty recordings of one pending refund's outcome, at once, over three `paygate serve`
+/// processes of the binary on one database: one settlement, one set of refund postings, one
+/// `payment.refunded` event; every other answer says the refund is already settled.
+#[tokio::test]
+async fn fifty_outcomes_of_one_refund_over_three_serve_processes_settle_it_once() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    // An instance whose MoMo endpoint does not answer leaves the refund pending.
+    let other = app.spawn_sibling(|c| c.providers.momo.base_url = "http://127.0.0.1:9".into()).await;
+    let (code, id) = paid(&app, "momo").await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let r = other.post_json(&path, &json!({"amount": 1_250_000, "reason": "withdrawn"}), Some(&treasurer), None).await;
+    r.assert_problem(502, "refund-outcome-unknown");
+    let refund = other.payment(&id).await["refunds"][0]["id"].as_str().unwrap().to_string();
+
+    let serves: Vec<JsonServe> = (0..3).map(|_| JsonServe::start(paygate(&app.db))).collect();
+    let addresses: Vec<String> = serves.iter().map(JsonServe::address).collect();
+    let body = json!({"outcome": "succeeded", "provider_ref": "MM-REFUND-50", "note": "seen on the MoMo portal"});
+    let replies = futures::future::join_all((0..50).map(|i| {
+        let url = format!("http://{}/v1/refunds/{refund}/outcome", addresses[i % 3]);
+        let request = app.client.post(url).bearer_auth(&treasurer).json(&body);
+        async move { read(request.send().await.unwrap()).await }
+    }))
+    .await;
+    let settled: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(settled.len(), 1, "{:?}", replies.iter().map(|r| (r.status, &r.text)).collect::<Vec<_>>());
+    assert_eq!(settled[0].body["refund"]["status"], "succeeded", "{}", settled[0].text);
+    for r in replies.iter().filter(|r| r.status != 200) {
+        r.assert_problem(409, "refund-already-settled");
+    }
+
+    let p = app.payment(&id).await;
+    assert_eq!((p["status"].as_str(), p["refunded_amount"].as_i64()), (Some("partially_refunded"), Some(1_250_000)));
+    assert_eq!(p["refunds"][0]["provider_ref"], "MM-REFUND-50");
+    let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE posting_key = 'refund:{refund}'");
+    assert_eq!(app.scalar(&sql).await, 1, "one set of refund postings");
+    let sql =
+        format!("SELECT COUNT(*) FROM outbox_events WHERE notice_code = '{code}' AND event_type = 'payment.refunded'");
+    assert_eq!(app.scalar(&sql).await, 1, "one payment.refunded event");
+    for serve in serves {
+        serve.sigterm();
+        assert!(serve.exit().await.success());
+    }
     app.assert_ledger_invariants().await;
 }
 
