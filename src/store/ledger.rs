@@ -414,7 +414,7 @@ impl Store {
                     // Without it the planner, its statistics behind the ledger's growth, anti-joined
                     // the transfers above the floor against a hash of every seal: a whole-table
                     // scan each round, 28 ms at 60,000 seals (a third of PostgreSQL's time in the
-                    // callback benchmark, per pg_stat_statements); by key it is about 1 ms.
+                    // callback benchmark, per pg_stat_statements); by key, about 2 ms under that load.
                     sqlx::query(super::PG_KEYED_PLANS).execute(&mut *tx).await?;
                     sqlx::query_as(&select_unsealed).bind(limit).bind(pg_floor.0).fetch_all(&mut *tx).await?
                 }
