@@ -113,7 +113,14 @@ enum Command {
 enum LedgerCommand {
     /// Seal pending transfers, recompute the hash chain and name the first link that does not
     /// match. Exit status 0 when it verifies, 1 when it does not.
-    Verify,
+    ///
+    /// Keep `head_seq:head` of each run outside the database; `--anchor` with it later also
+    /// finds links removed from the chain's end, which the chain alone cannot show.
+    Verify {
+        /// SEQ:HASH of an earlier run (its head_seq and head): the chain must still have it.
+        #[arg(long)]
+        anchor: Option<paygate::ledger::Anchor>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -214,10 +221,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let passed = paygate::bench::reconciliation::run(args, config).await?;
             return Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
-        Command::Ledger(LedgerCommand::Verify) => {
+        Command::Ledger(LedgerCommand::Verify { anchor }) => {
             let store = Store::connect(&config.database).await?;
             store.seal_ledger_fully(paygate::background::SEAL_BATCH).await?;
-            let report = store.verify_ledger().await?;
+            let report = store.verify_ledger(anchor.as_ref()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 if let Some(b) = &report.first_broken {
@@ -225,6 +232,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                         "paygate: ledger chain broken at seq {} (transfer {}): {}",
                         b.seq, b.transfer_id, b.reason
                     );
+                }
+                if let Some(a) = report.anchor.as_ref().filter(|a| !a.held) {
+                    eprintln!("paygate: the anchor at seq {} does not hold: {}", a.seq, a.detail);
                 }
                 return Ok(ExitCode::FAILURE);
             }

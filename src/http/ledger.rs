@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::problem::{ApiResult, Problem, ProblemDetails};
 use crate::app::AppState;
 use crate::auth::Role;
+use crate::ledger::Anchor;
 use crate::store::inbox::InboxRecord;
 use crate::store::ledger::{AccountBalance, ChainReport, EntryFilter, EntryRecord};
 use crate::store::now;
@@ -78,15 +79,29 @@ pub async fn entries(
     Ok(Json(EntryPage { entries, next_cursor }))
 }
 
-/// Seals what is pending, then recomputes the whole hash chain and names the first broken link.
-#[utoipa::path(get, path = "/v1/ledger/verify", tag = "ledger",
-    responses((status = 200, body = ChainReport)), security(("bearer" = [])))]
-pub async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ChainReport>> {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct VerifyQuery {
+    /// `SEQ:HASH`, the `head_seq` and `head` of an earlier verify kept outside the database: the
+    /// chain must still have that hash at that seq (finds links removed from its end).
+    pub anchor: Option<String>,
+}
+
+/// Seals what is pending, then recomputes the whole hash chain and names the first broken link;
+/// with `anchor`, also checks that the chain still holds an earlier head.
+#[utoipa::path(get, path = "/v1/ledger/verify", tag = "ledger", params(VerifyQuery),
+    responses((status = 200, body = ChainReport), (status = 422, body = ProblemDetails)), security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<VerifyQuery>,
+) -> ApiResult<Json<ChainReport>> {
     caller.require(&READERS)?;
+    let anchor =
+        q.anchor.as_deref().map(str::parse::<Anchor>).transpose().map_err(|e| Problem::validation("anchor", e))?;
     state.store.seal_ledger_fully(crate::background::SEAL_BATCH).await?;
-    let report = state.store.verify_ledger().await?;
+    let report = state.store.verify_ledger(anchor.as_ref()).await?;
     if !report.ok {
-        tracing::error!(broken = ?report.first_broken, "ledger chain does not verify");
+        tracing::error!(broken = ?report.first_broken, anchor = ?report.anchor, "ledger chain does not verify");
     }
     Ok(Json(report))
 }

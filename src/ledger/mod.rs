@@ -313,9 +313,98 @@ pub fn verify_links(prev: &str, expected_seq: i64, links: &[Seal]) -> Result<(St
     Ok((prev, seq))
 }
 
+/// A link's hash kept outside the database — the `head_seq` and `head` of an earlier verify,
+/// written `SEQ:HASH` — that the chain must still hold. The links cannot show that links after
+/// them were deleted (a chain cut short still verifies); an anchor taken before the cut does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    /// 64 lowercase hexadecimal digits.
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Anchor, Self::Err> {
+        const SHAPE: &str = "must be SEQ:HASH, the head_seq and head of an earlier verify";
+        let (seq, hash) = s.split_once(':').ok_or(SHAPE)?;
+        let seq = match seq.parse::<i64>() {
+            Ok(n) if n >= 1 && seq.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err("SEQ must be a whole number from 1"),
+        };
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("HASH must be 64 hexadecimal digits");
+        }
+        Ok(Anchor { seq, hash: hash.to_ascii_lowercase() })
+    }
+}
+
+/// Whether the chain still has an anchor's hash at its seq.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AnchorCheck {
+    pub seq: i64,
+    pub hash: String,
+    /// The verified chain has `hash` at `seq`.
+    pub held: bool,
+    pub detail: String,
+}
+
+impl Anchor {
+    /// Checks the anchor against a verified chain: `found` is the hash of its link at the
+    /// anchor's seq, if the verified part reaches it; `verified_through` the last seq verified;
+    /// `broken_at` the seq where the chain stopped verifying, if it did.
+    pub fn check(&self, found: Option<&str>, verified_through: i64, broken_at: Option<i64>) -> AnchorCheck {
+        let (held, detail) = match (found, broken_at) {
+            (Some(h), _) if h == self.hash => (true, format!("seq {} still has this hash", self.seq)),
+            (Some(h), _) => (
+                false,
+                format!(
+                    "seq {} has hash {h}: the chain was rewritten at or before it since the anchor was taken",
+                    self.seq
+                ),
+            ),
+            (None, Some(b)) => (false, format!("not reached: the chain stops verifying at seq {b}")),
+            (None, None) => (
+                false,
+                format!(
+                    "the chain ends at seq {verified_through}: links were removed from its end since the anchor was taken \
+                     (or the anchor is from another ledger)"
+                ),
+            ),
+        };
+        AnchorCheck { seq: self.seq, hash: self.hash.clone(), held, detail }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_anchor_is_seq_colon_hash_and_holds_only_where_the_chain_has_that_hash() {
+        let h = "AB".repeat(32);
+        let anchor: Anchor = format!("6:{h}").parse().unwrap();
+        assert_eq!(anchor, Anchor { seq: 6, hash: "ab".repeat(32) });
+        for bad in [
+            "",
+            "6",
+            &format!("0:{h}"),
+            &format!("-1:{h}"),
+            &format!("+6:{h}"),
+            "6:abc",
+            &format!("6:{}", "g".repeat(64)),
+        ] {
+            assert!(bad.parse::<Anchor>().is_err(), "{bad:?} parsed");
+        }
+        assert!(anchor.check(Some(&"ab".repeat(32)), 9, None).held);
+        let rewritten = anchor.check(Some(&"cd".repeat(32)), 9, None);
+        assert!(!rewritten.held && rewritten.detail.contains("rewritten"), "{rewritten:?}");
+        let cut = anchor.check(None, 4, None);
+        assert!(!cut.held && cut.detail.contains("ends at seq 4"), "{cut:?}");
+        let unreached = anchor.check(None, 2, Some(3));
+        assert!(!unreached.held && unreached.detail.contains("seq 3"), "{unreached:?}");
+    }
 
     fn confirmation(amount: i64, interest: i64) -> Confirmation<'static> {
         Confirmation {

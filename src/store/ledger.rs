@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, StoreResult, begin_write, now, on_pool, values_statements};
-use crate::ledger::{BrokenLink, ChainedTransfer, GENESIS, Seal, chain_hash, verify_links};
+use crate::ledger::{Anchor, AnchorCheck, BrokenLink, ChainedTransfer, GENESIS, Seal, chain_hash, verify_links};
 
 /// One link of the chain as a sealing round writes it: (seq, transfer id, previous hash, hash).
 type Link = (i64, i64, String, String);
@@ -278,14 +278,19 @@ impl SealFloor {
 /// The result of recomputing the chain.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ChainReport {
-    /// Every sealed link matches and the sequence has no gap.
+    /// Every sealed link matches, the sequence has no gap and the anchor, if one was given, held.
     pub ok: bool,
     pub sealed: i64,
     /// Transfers committed but not yet sealed (the sealer runs continuously).
     pub unsealed: i64,
-    /// Hash of the last sealed link.
+    /// Hash of the last link verified: with `head_seq`, the anchor (`SEQ:HASH`) to keep outside
+    /// the database and check later.
     pub head: String,
+    /// Seq of the last link verified (0: none).
+    pub head_seq: i64,
     pub first_broken: Option<BrokenLink>,
+    /// The anchor checked, when one was given; `ok` is false unless it held.
+    pub anchor: Option<AnchorCheck>,
 }
 
 /// An account's totals.
@@ -450,15 +455,17 @@ impl Store {
         Ok(sealed)
     }
 
-    /// Recomputes the whole chain, in batches, and names the first link that does not match.
-    pub async fn verify_ledger(&self) -> StoreResult<ChainReport> {
+    /// Recomputes the whole chain, in batches, and names the first link that does not match;
+    /// with an anchor, also checks that the verified chain still has its hash at its seq.
+    pub async fn verify_ledger(&self, anchor: Option<&Anchor>) -> StoreResult<ChainReport> {
         let batch: i64 = 2_000;
         let select = format!(
             "{CHAIN_SELECT} JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.seq >= $1 ORDER BY s.seq LIMIT $2"
         );
         let mut prev = GENESIS.to_string();
         let mut next_seq = 1i64;
-        let mut first_broken = None;
+        let mut first_broken: Option<BrokenLink> = None;
+        let mut anchored: Option<String> = None;
         loop {
             let rows: Vec<ChainRow> = on_pool!(self, pool => {
                 sqlx::query_as(&select).bind(next_seq).bind(batch).fetch_all(pool).await
@@ -472,15 +479,27 @@ impl Store {
                     transfer: r.transfer(),
                 })
                 .collect();
-            match verify_links(&prev, next_seq, &links) {
-                Ok((head, seq)) => {
-                    prev = head;
-                    next_seq = seq;
+            let outcome = verify_links(&prev, next_seq, &links);
+            // The links before the broken one (all of them if none is) verified.
+            let verified = match &outcome {
+                Ok(_) => &links[..],
+                Err(b) => {
+                    let at = links.iter().position(|l| l.seq == b.seq && l.transfer.transfer_id == b.transfer_id);
+                    &links[..at.unwrap_or(0)]
                 }
-                Err(broken) => {
-                    first_broken = Some(broken);
-                    break;
-                }
+            };
+            if let Some(a) = anchor
+                && let Some(link) = verified.iter().find(|l| l.seq == a.seq)
+            {
+                anchored = Some(link.hash.clone());
+            }
+            if let Some(last) = verified.last() {
+                prev = last.hash.clone();
+                next_seq = last.seq + 1;
+            }
+            if let Err(broken) = outcome {
+                first_broken = Some(broken);
+                break;
             }
             if (rows.len() as i64) < batch {
                 break;
@@ -495,7 +514,10 @@ impl Store {
             .fetch_one(pool)
             .await
         })?;
-        Ok(ChainReport { ok: first_broken.is_none(), sealed, unsealed, head: prev, first_broken })
+        let head_seq = next_seq - 1;
+        let anchor = anchor.map(|a| a.check(anchored.as_deref(), head_seq, first_broken.as_ref().map(|b| b.seq)));
+        let ok = first_broken.is_none() && anchor.as_ref().is_none_or(|a| a.held);
+        Ok(ChainReport { ok, sealed, unsealed, head: prev, head_seq, first_broken, anchor })
     }
 
     pub async fn ledger_balances(&self) -> StoreResult<Vec<AccountBalance>> {

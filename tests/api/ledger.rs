@@ -290,17 +290,13 @@ async fn verify_names_the_first_row_a_superuser_altered() {
     let target: i64 = app.scalar("SELECT transfer_id FROM ledger_seals WHERE seq = 4").await;
 
     // Someone with the keys to the database bypasses the guards and edits one amount.
-    alter_as_superuser(
-        &app,
-        "ledger_transfers",
-        &format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}"),
-    )
-    .await;
+    alter_as_superuser(&app, &format!("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {target}")).await;
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["ok"], false, "{}", r.text);
     assert_eq!(r.body["first_broken"]["seq"], 4, "{}", r.text);
     assert_eq!(r.body["first_broken"]["transfer_id"], target);
+    assert_eq!(r.body["head_seq"], 3, "the head is the last link that verified: {}", r.text);
 
     // The command line says the same and exits 1.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
@@ -313,18 +309,105 @@ async fn verify_names_the_first_row_a_superuser_altered() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("seq 4"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Runs `sql` past the ledger's guards, as someone with the keys to the database would: on
-/// PostgreSQL with triggers off for the session, on SQLite after dropping `table`'s update trigger.
-async fn alter_as_superuser(app: &TestApp, table: &str, sql: &str) {
+/// Runs `statements` past the ledger's guards, as someone with the keys to the database would:
+/// on PostgreSQL with triggers off for the session, on SQLite after dropping the ledger's
+/// append-only triggers.
+async fn as_superuser(app: &TestApp, statements: &[&str]) {
     if app.db.is_postgres() {
         let mut conn = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
         sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
-        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        for sql in statements {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
     } else {
         let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
-        sqlx::query(&format!("DROP TRIGGER IF EXISTS {table}_no_update")).execute(&mut conn).await.unwrap();
-        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        for table in ["ledger_accounts", "ledger_transactions", "ledger_transfers", "ledger_seals"] {
+            for guard in ["no_update", "no_delete"] {
+                sqlx::query(&format!("DROP TRIGGER IF EXISTS {table}_{guard}")).execute(&mut conn).await.unwrap();
+            }
+        }
+        for sql in statements {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
     }
+}
+
+async fn alter_as_superuser(app: &TestApp, sql: &str) {
+    as_superuser(app, &[sql]).await;
+}
+
+#[tokio::test]
+async fn an_anchor_kept_outside_the_database_finds_links_cut_from_the_end_of_the_chain() {
+    let (app, auditor) = three_payments_sealed().await;
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["head_seq"].clone(), r.body["anchor"].clone()), (json!(6), Value::Null), "{}", r.text);
+    let head = r.body["head"].as_str().unwrap().to_string();
+    let anchor = format!("6:{head}");
+
+    // The chain grows past the anchor, which still holds.
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    let r = app.get(&format!("/v1/ledger/verify?anchor={anchor}"), Some(&auditor)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    assert_eq!(r.body["head_seq"], 8, "{}", r.text);
+    assert_eq!(r.body["anchor"], json!({"seq": 6, "hash": head, "held": true, "detail": "seq 6 still has this hash"}));
+
+    // Someone with the keys to the database deletes the last two payments' postings and links.
+    as_superuser(
+        &app,
+        &[
+            "DELETE FROM ledger_seals WHERE seq > 4",
+            "DELETE FROM ledger_transfers WHERE id NOT IN (SELECT transfer_id FROM ledger_seals)",
+            "DELETE FROM ledger_transactions WHERE id NOT IN (SELECT transaction_id FROM ledger_transfers)",
+        ],
+    )
+    .await;
+    // What is left is a valid chain: alone, it cannot tell.
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["ok"].clone(), r.body["head_seq"].clone()), (json!(true), json!(4)), "{}", r.text);
+    // The anchor can.
+    let r = app.get(&format!("/v1/ledger/verify?anchor={anchor}"), Some(&auditor)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["ok"], false, "{}", r.text);
+    assert_eq!(r.body["first_broken"], Value::Null, "{}", r.text);
+    assert_eq!(r.body["anchor"]["held"], false, "{}", r.text);
+    assert!(r.body["anchor"]["detail"].as_str().unwrap().contains("the chain ends at seq 4"), "{}", r.text);
+
+    // The command line says the same and exits 1; an earlier anchor still holds.
+    let verify = |anchor: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
+            .args(["ledger", "verify", "--anchor", anchor])
+            .env("PAYGATE_CONFIG_DIR", "/nonexistent")
+            .env("PAYGATE_DATABASE__URL", app.db.url())
+            .output()
+            .unwrap()
+    };
+    let out = verify(&anchor);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the anchor at seq 6 does not hold: the chain ends at seq 4"), "{stderr}");
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    let earlier = format!("4:{}", r.body["head"].as_str().unwrap());
+    assert_eq!(verify(&earlier).status.code(), Some(0));
+
+    // A payment sealed after the cut takes seq 5 onward: the anchor's seq now has another hash.
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    let r = app.get(&format!("/v1/ledger/verify?anchor={anchor}"), Some(&auditor)).await;
+    assert_eq!((r.body["ok"].clone(), r.body["head_seq"].clone()), (json!(false), json!(6)), "{}", r.text);
+    assert!(r.body["anchor"]["detail"].as_str().unwrap().contains("rewritten"), "{}", r.text);
+
+    // Anchors that are not SEQ:HASH are refused, before anything is sealed or read.
+    for bad in ["6", "0:{head}", "six:{head}", "6:abc", "6:{head}0"] {
+        let bad = bad.replace("{head}", &head);
+        let r = app.get(&format!("/v1/ledger/verify?anchor={bad}"), Some(&auditor)).await;
+        r.assert_problem(422, "validation-error");
+        assert_eq!(r.body["errors"][0]["field"], "anchor", "{bad}: {}", r.text);
+    }
+    let out = verify("6:abc");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HASH must be 64 hexadecimal digits"));
 }
 
 #[tokio::test]
@@ -347,12 +430,8 @@ async fn verify_finds_a_rewritten_memo_or_posting_time() {
     assert!(late_first > 1, "the last payment's transfers come after the first's");
 
     // What the entry says it was for.
-    alter_as_superuser(
-        &app,
-        "ledger_transactions",
-        &format!("UPDATE ledger_transactions SET memo = 'refund to the payer' WHERE id = {late}"),
-    )
-    .await;
+    alter_as_superuser(&app, &format!("UPDATE ledger_transactions SET memo = 'refund to the payer' WHERE id = {late}"))
+        .await;
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["ok"], false, "{}", r.text);
@@ -366,7 +445,7 @@ async fn verify_finds_a_rewritten_memo_or_posting_time() {
             "UPDATE ledger_transactions SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-1 hour') WHERE id = {early}"
         )
     };
-    alter_as_superuser(&app, "ledger_transactions", &an_hour_earlier).await;
+    alter_as_superuser(&app, &an_hour_earlier).await;
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
     assert_eq!(r.body["ok"], false, "{}", r.text);
     assert_eq!(r.body["first_broken"]["seq"], 1, "{}", r.text);
