@@ -238,6 +238,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::FAILURE);
             }
+            eprintln!(
+                "paygate: the ledger chain verifies; keep its anchor outside the database to check later: {}:{}",
+                report.head_seq, report.head
+            );
         }
         Command::Reconcile { provider, date, format, file } => {
             return reconcile(&config, &provider, date, format.as_deref(), &file).await;

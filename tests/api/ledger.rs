@@ -389,7 +389,10 @@ async fn an_anchor_kept_outside_the_database_finds_links_cut_from_the_end_of_the
     assert!(stderr.contains("the anchor at seq 6 does not hold: the chain ends at seq 4"), "{stderr}");
     let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
     let earlier = format!("4:{}", r.body["head"].as_str().unwrap());
-    assert_eq!(verify(&earlier).status.code(), Some(0));
+    let out = verify(&earlier);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("keep its anchor outside the database to check later: {earlier}")), "{stderr}");
 
     // A payment sealed after the cut takes seq 5 onward: the anchor's seq now has another hash.
     let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
