@@ -57,6 +57,14 @@ pub async fn request(
                 p.code = Some("exceeds_remaining".into());
                 p
             }
+            ReserveError::AnotherPending(refund) => Problem::conflict(
+                "refund-pending",
+                "Another refund is pending",
+                format!(
+                    "Refund {refund} of this payment is still pending: it is in flight or its outcome is not yet \
+                     known, and it may have been made. Request another refund once it is settled."
+                ),
+            ),
             ReserveError::Store(e) => e.into(),
         })?;
     let connector = state.providers.get(&payment.provider).ok_or_else(|| Problem::internal(&"unknown provider"))?;
@@ -105,7 +113,19 @@ pub async fn request(
             }
             Err(e) => {
                 tracing::error!(refund = %refund.id, error = %e, "provider answered but the refund could not be settled");
-                return Err(e.into());
+                // Not the store's own 503: that would free the Idempotency-Key for a retry, and the
+                // provider has acted on this refund.
+                return Err(Problem::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "refund-not-recorded",
+                    "Refund answer not recorded",
+                    format!(
+                        "{} answered, but its answer could not be recorded. Refund {} stays pending with its \
+                         amount reserved until a treasurer records the outcome confirmed with the provider; do \
+                         not request it again.",
+                        payment.provider, refund.id
+                    ),
+                ));
             }
         }
     };

@@ -7,6 +7,10 @@
 //! out-of-order callbacks change nothing twice and never move a final state backwards; a bank
 //! credit we cannot attribute is kept (`unmatched_credits`), never dropped.
 
+mod arrival;
+
+pub use arrival::{Arrival, MAX_CALLBACK_BODY, READ_LIMIT, ReceivedBody, arrival_record, precheck};
+
 use crate::app::AppState;
 use crate::payments;
 use crate::providers::RawCallback;
@@ -81,7 +85,12 @@ pub async fn keep(
 #[derive(Debug)]
 pub enum BankOutcome {
     UnknownBank,
+    /// The signature did not verify.
+    Unauthenticated(String),
+    /// Signed or not, the notification is unusable (size, body, currency, amount).
     Rejected(String),
+    /// Verified, but the credit is not to the VietQR collection account: not money to attribute.
+    NotCollectionAccount,
     /// Attributed to a payment and applied.
     Applied(Option<Applied>),
     /// No payment to attribute it to: kept for staff (`true` if newly kept).
@@ -110,9 +119,20 @@ pub async fn handle_bank(
         Err(e) => {
             tracing::warn!(bank, error = %e, "bank notification rejected");
             keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
-            return BankOutcome::Rejected(e.to_string());
+            return match e {
+                BankError::Signature(why) => BankOutcome::Unauthenticated(why),
+                _ => BankOutcome::Rejected(e.to_string()),
+            };
         }
     };
+    // Only a credit that reached the collection account the QR codes name pays a notice.
+    let collection = &state.config.providers.vietqr;
+    if bank != collection.bank || credit.account != collection.account {
+        tracing::warn!(bank, transaction = %credit.transaction_id, "bank credit is not to the collection account");
+        let why = "the credit is not to the VietQR collection account".to_string();
+        keep(state, record, "verified", "rejected", Some(why)).await;
+        return BankOutcome::NotCollectionAccount;
+    }
     let provider_txn_id = format!("{bank}:{}", credit.transaction_id);
     let payment = match find_notice_code(&credit.description) {
         Some(code) => match state.store.find_transfer_payment(code.as_str(), credit.amount, &provider_txn_id).await {
@@ -197,71 +217,5 @@ async fn keep_unmatched(
             }
             BankOutcome::Unavailable(e)
         }
-    }
-}
-
-/// The largest callback body acted on; anything larger is stored (truncated) and rejected.
-pub const MAX_CALLBACK_BODY: usize = 64 * 1024;
-/// Bodies are read up to this size so that even an oversized one is kept for the auditor.
-pub const READ_LIMIT: usize = 16 * 1024 * 1024;
-
-/// A callback as it arrived, for the inbox.
-pub struct Arrival<'a> {
-    pub provider: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: &'a str,
-    pub headers: &'a axum::http::HeaderMap,
-    /// `None` when the body could not be read (larger than [`READ_LIMIT`], broken stream).
-    pub body: Option<&'a [u8]>,
-    pub source_addr: String,
-}
-
-/// The inbox record of a callback as it arrived (masked), before any outcome.
-pub fn arrival_record(a: &Arrival<'_>) -> InboxRecord {
-    use sha2::{Digest, Sha256};
-    let body = a.body.unwrap_or_default();
-    let shown = &body[..body.len().min(MAX_CALLBACK_BODY)];
-    let text = match serde_json::from_slice::<serde_json::Value>(shown) {
-        Ok(mut json) => {
-            crate::privacy::mask_payload(&mut json);
-            json.to_string()
-        }
-        Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(shown)),
-    }
-    // PostgreSQL text cannot hold NUL; the SHA-256 below is of the original bytes.
-    .replace('\0', "\u{FFFD}");
-    let headers: serde_json::Map<String, serde_json::Value> = ["content-type", "user-agent", "paygate-signature"]
-        .iter()
-        .filter_map(|h| Some((h.to_string(), serde_json::Value::from(a.headers.get(*h)?.to_str().ok()?))))
-        .collect();
-    InboxRecord {
-        id: format!("cb_{}", uuid::Uuid::now_v7().simple()),
-        provider: a.provider.to_string(),
-        method: a.method.to_string(),
-        path: a.path.to_string(),
-        query: a.query.chars().take(8192).collect(),
-        headers: serde_json::Value::Object(headers).to_string(),
-        body: text,
-        body_sha256: hex::encode(Sha256::digest(body)),
-        body_bytes: body.len() as i64,
-        source_addr: a.source_addr.clone(),
-        received_at: crate::store::now(),
-        verification: None,
-        outcome: None,
-        detail: None,
-        merchant_ref: None,
-        processed_at: None,
-    }
-}
-
-/// Why a callback is refused before verification even starts (size, unreadable body).
-pub fn precheck(a: &Arrival<'_>) -> Option<VerifyError> {
-    match a.body {
-        None => Some(VerifyError::Body(format!("body larger than {READ_LIMIT} bytes or unreadable"))),
-        Some(b) if b.len() > MAX_CALLBACK_BODY => {
-            Some(VerifyError::Body(format!("body of {} bytes is larger than {MAX_CALLBACK_BODY}", b.len())))
-        }
-        _ => None,
     }
 }

@@ -13,17 +13,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
 use crate::app::AppState;
-use crate::callbacks::{self, Arrival, BankOutcome, Handled, READ_LIMIT};
+use crate::callbacks::{self, Arrival, BankOutcome, Handled, ReceivedBody};
 use crate::providers::RawCallback;
 use crate::providers::protocol::event::VerifyError;
 use crate::providers::protocol::vnpay::IpnReply;
 use crate::providers::protocol::zalopay::CallbackReply;
 use crate::store::payments::Applied;
-
-/// Reads the body up to [`READ_LIMIT`] (larger: `None`, stored and rejected).
-async fn read_body(body: Body) -> Option<bytes::Bytes> {
-    axum::body::to_bytes(body, READ_LIMIT).await.ok()
-}
 
 /// Precheck, verify, apply and keep in the inbox: the provider-neutral part of every callback route.
 async fn intake(state: &AppState, arrival: &Arrival<'_>, raw_query: &str) -> Handled {
@@ -34,7 +29,7 @@ async fn intake(state: &AppState, arrival: &Arrival<'_>, raw_query: &str) -> Han
             Handled::Rejected(e)
         }
         None => {
-            let body = arrival.body.unwrap_or_default();
+            let body = arrival.body_bytes();
             callbacks::handle(state, arrival.provider, &RawCallback { query: raw_query, body }, record).await
         }
     }
@@ -53,9 +48,10 @@ pub async fn vnpay(
     body: Body,
 ) -> Json<IpnReply> {
     let query = query.unwrap_or_default();
-    let body = read_body(body).await;
+    let body = ReceivedBody::receive(body).await;
     let params = match (&body, query.is_empty()) {
-        (Some(b), true) => String::from_utf8_lossy(b).into_owned(),
+        // Not UTF-8: refused by the precheck before these are read.
+        (Some(b), true) => String::from_utf8_lossy(b.bytes()).into_owned(),
         _ => query.clone(),
     };
     let arrival = Arrival {
@@ -64,7 +60,7 @@ pub async fn vnpay(
         path: "/callbacks/vnpay",
         query: &query,
         headers: &headers,
-        body: body.as_deref(),
+        body: body.as_ref(),
         source_addr: peer.to_string(),
     };
     let reply = match intake(&state, &arrival, &params).await {
@@ -91,14 +87,14 @@ pub async fn momo(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = read_body(body).await;
+    let body = ReceivedBody::receive(body).await;
     let arrival = Arrival {
         provider: "momo",
         method: "POST",
         path: "/callbacks/momo",
         query: "",
         headers: &headers,
-        body: body.as_deref(),
+        body: body.as_ref(),
         source_addr: peer.to_string(),
     };
     match intake(&state, &arrival, "").await {
@@ -121,14 +117,14 @@ pub async fn zalopay(
     headers: HeaderMap,
     body: Body,
 ) -> Json<CallbackReply> {
-    let body = read_body(body).await;
+    let body = ReceivedBody::receive(body).await;
     let arrival = Arrival {
         provider: "zalopay",
         method: "POST",
         path: "/callbacks/zalopay",
         query: "",
         headers: &headers,
-        body: body.as_deref(),
+        body: body.as_ref(),
         source_addr: peer.to_string(),
     };
     let reply = match intake(&state, &arrival, "").await {
@@ -150,7 +146,9 @@ pub async fn zalopay(
     request_body(content = Object, description = "credit notification JSON; header Paygate-Signature"),
     params(("bank" = String, Path, description = "Partner bank name")),
     responses((status = 200), (status = 202, description = "kept as an unmatched credit"),
-              (status = 401), (status = 404)))]
+              (status = 400, description = "unusable notification (size, body, currency, amount)"),
+              (status = 401, description = "signature missing or not valid"), (status = 404),
+              (status = 422, description = "amount mismatch, or a credit not to the collection account")))]
 pub async fn bank(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -158,7 +156,7 @@ pub async fn bank(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = read_body(body).await;
+    let body = ReceivedBody::receive(body).await;
     let path = format!("/callbacks/bank/{bank}");
     let arrival = Arrival {
         provider: "bank",
@@ -166,7 +164,7 @@ pub async fn bank(
         path: &path,
         query: "",
         headers: &headers,
-        body: body.as_deref(),
+        body: body.as_ref(),
         source_addr: peer.to_string(),
     };
     let record = callbacks::arrival_record(&arrival);
@@ -176,13 +174,23 @@ pub async fn bank(
             callbacks::keep(&state, record, "rejected", "rejected", Some(e.to_string())).await;
             BankOutcome::Rejected(e.to_string())
         }
-        None => callbacks::handle_bank(&state, &bank, signature, body.as_deref().unwrap_or_default(), record).await,
+        None => callbacks::handle_bank(&state, &bank, signature, arrival.body_bytes(), record).await,
     };
     match outcome {
         BankOutcome::UnknownBank => Problem::not_found(format!("No partner bank {bank:?}.")).into_response(),
-        BankOutcome::Rejected(why) => {
+        BankOutcome::Unauthenticated(why) => {
             Problem::new(StatusCode::UNAUTHORIZED, "callback-rejected", "Notification rejected", why).into_response()
         }
+        BankOutcome::Rejected(why) => {
+            Problem::bad_request("callback-rejected", "Notification rejected", why).into_response()
+        }
+        BankOutcome::NotCollectionAccount => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not-collection-account",
+            "Not the collection account",
+            "The credit is not to the collection account paygate's VietQR codes name; nothing was changed.",
+        )
+        .into_response(),
         BankOutcome::Unavailable(e) => Problem::from(e).into_response(),
         BankOutcome::Unmatched { .. } => {
             (StatusCode::ACCEPTED, Json(serde_json::json!({"status": "unmatched"}))).into_response()

@@ -156,15 +156,19 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
+/// Whether a handler's response is kept for replay: all of them — a 500 or a 502 included, since
+/// what the handler did before failing (a refund sent to a provider, say) may have happened — except
+/// refusals made before any work (401, 403, 408, 429) and 503, the answer for a database that could
+/// not be reached, after which a retry with the same key must be able to run.
 fn storable(status: StatusCode) -> bool {
-    !(status.is_server_error()
-        || matches!(
-            status,
-            StatusCode::UNAUTHORIZED
-                | StatusCode::FORBIDDEN
-                | StatusCode::REQUEST_TIMEOUT
-                | StatusCode::TOO_MANY_REQUESTS
-        ))
+    !matches!(
+        status,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
+    )
 }
 
 fn replay(stored: StoredResponse) -> Response {

@@ -1,5 +1,8 @@
-//! MoMo connector: create API (`payUrl`), IPN verification, status query.
-//! Invariant: IPNs are believed only after their signature and partner code check out.
+//! MoMo connector: create API (`payUrl`), IPN verification, status query, refunds.
+//! Invariant: IPNs are believed only after their signature and partner code check out. Answers
+//! of the query and refund APIs come over the connection we opened to the configured host (the
+//! reference gives them no signature to check); one naming another partner code, or a query
+//! answer about another order, is not believed.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,6 +16,18 @@ pub struct Momo {
     pub base_url: String,
     pub credentials: MomoCredentials,
     pub http: reqwest::Client,
+}
+
+impl Momo {
+    /// An answer that names a partner code must name ours.
+    fn addressed_to_us(&self, answer: &Value, api: &str) -> Result<(), ProviderError> {
+        match answer.get("partnerCode").and_then(Value::as_str) {
+            Some(code) if code != self.credentials.partner_code => {
+                Err(ProviderError::BadAnswer(format!("{api} answer names another partner code")))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn lang(locale: &str) -> Lang {
@@ -83,6 +98,7 @@ impl Connector for Momo {
         .map_err(|e| ProviderError::Refused(e.to_string()))?;
         let resp = self.http.post(format!("{}/v2/gateway/api/refund", self.base_url)).json(&body).send().await?;
         let answer = read_json(resp).await?;
+        self.addressed_to_us(&answer, "refund")?;
         refund_result(momo::refund_verdict(&answer), || {
             answer.get("transId").and_then(Value::as_i64).map(|t| t.to_string())
         })
@@ -99,6 +115,7 @@ impl Connector for Momo {
             .map_err(|e| ProviderError::Refused(e.to_string()))?;
         let resp = self.http.post(format!("{}/v2/gateway/api/query", self.base_url)).json(&body).send().await?;
         let answer = read_json(resp).await?;
+        self.addressed_to_us(&answer, "query")?;
         if answer.get("orderId").and_then(Value::as_str) != Some(merchant_ref) {
             return Err(ProviderError::BadAnswer("query answer is about another order".into()));
         }

@@ -41,6 +41,9 @@ pub enum ReserveError {
     NotRefundable(String),
     #[error("only {remaining} đồng remain refundable")]
     ExceedsRemaining { remaining: i64 },
+    /// Another refund of the payment is still pending: in flight, or its outcome unknown.
+    #[error("refund {0} of this payment is still pending")]
+    AnotherPending(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -97,6 +100,17 @@ impl Store {
                 let received = p.status().money_received() || p.late_success;
                 if !received {
                     return Err(ReserveError::NotRefundable(p.status.clone()));
+                }
+                // One refund in flight per payment: while one's outcome is unknown it may have been
+                // made, and a second request (a retry under a new key, a double click) must not
+                // send the same money again, even where a partial amount would still fit.
+                let pending: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' LIMIT 1")
+                        .bind(&p.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(pending) = pending {
+                    return Err(ReserveError::AnotherPending(pending));
                 }
                 let reserved: i64 = sqlx::query_scalar(
                     "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE payment_id = $1 AND status <> 'failed'",

@@ -309,12 +309,17 @@ impl TestApp {
 
     /// A partner bank's signed credit notification (the sandbox bank's secret from config/default.toml).
     pub async fn bank_credit(&self, amount: i64, description: &str, transaction_id: &str) -> Reply {
-        let body = serde_json::json!({
+        self.bank_notification(serde_json::json!({
             "event_id": format!("ev-{transaction_id}"), "bank": "sandbox", "account": "0011012345678",
             "amount": amount, "currency": "VND", "description": description,
             "transaction_id": transaction_id, "credited_at": "2026-11-26T10:00:00+07:00"
-        })
-        .to_string();
+        }))
+        .await
+    }
+
+    /// Sends `body` as a notification of the partner bank `sandbox`, correctly signed.
+    pub async fn bank_notification(&self, body: Value) -> Reply {
+        let body = body.to_string();
         let secret = secrecy::SecretString::from("sandbox-bank-secret".to_string());
         let header =
             paygate::providers::protocol::signature::sign(&secret, chrono::Utc::now().timestamp(), body.as_bytes());

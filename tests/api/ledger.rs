@@ -520,6 +520,15 @@ async fn hostile_callbacks_are_refused_stored_and_move_nothing() {
         let r = app.get(&format!("/callbacks/vnpay?{q}"), None).await;
         assert_eq!(r.body["RspCode"], rsp_code, "{q}: {}", r.text);
     }
+    // A correctly signed IPN carrying bytes that are not UTF-8 (in an unsigned field) is refused,
+    // not read with replacement characters: escaped in the query, raw in a form body.
+    let r = app.get(&format!("/callbacks/vnpay?{good}&note=%FF%FE"), None).await;
+    assert_eq!(r.body["RspCode"], "99", "{}", r.text);
+    let mut form = format!("{good}&note=").into_bytes();
+    form.extend_from_slice(&[0xff, 0xfe]);
+    let post = app.client.post(app.url("/callbacks/vnpay")).header("content-type", "application/x-www-form-urlencoded");
+    let r = app.send(post.body(form)).await;
+    assert_eq!(r.body["RspCode"], "99", "{}", r.text);
     let ten_mb = vec![b'a'; 10 * 1024 * 1024];
     let r = app.send(app.client.post(app.url("/callbacks/momo")).body(ten_mb)).await;
     r.assert_problem(400, "callback-rejected");
@@ -532,7 +541,7 @@ async fn hostile_callbacks_are_refused_stored_and_move_nothing() {
     let auditor = app.token(Role::Auditor).await;
     let r = app.get("/v1/inbox?limit=500", Some(&auditor)).await;
     let callbacks = r.body["callbacks"].as_array().unwrap();
-    assert_eq!(callbacks.len(), 7);
+    assert_eq!(callbacks.len(), 9);
     assert!(callbacks.iter().all(|c| c["verification"] == "rejected"), "{}", r.text);
     assert!(callbacks.iter().any(|c| c["body_bytes"] == 10 * 1024 * 1024));
     assert_eq!(app.notice(&code).await["status"], "unpaid");

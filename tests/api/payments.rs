@@ -105,6 +105,46 @@ async fn bank_notifications_must_be_signed_by_the_bank() {
 }
 
 #[tokio::test]
+async fn a_signed_credit_pays_a_notice_only_on_the_collection_account_and_in_dong() {
+    let app = TestApp::spawn().await;
+    let code = app.issue_notice().await;
+    app.start_payment(&code, "vietqr").await;
+    let credit = |account: &str, currency: &str, transaction_id: &str| {
+        json!({"event_id": format!("ev-{transaction_id}"), "bank": "sandbox", "account": account,
+               "amount": 75_000_000, "currency": currency, "description": format!("CK {code}"),
+               "transaction_id": transaction_id, "credited_at": "2026-11-26T10:00:00+07:00"})
+    };
+    // Signed by the bank, naming the notice and its exact amount, but to another account.
+    let r = app.bank_notification(credit("0099887766", "VND", "FT-OTHER")).await;
+    r.assert_problem(422, "not-collection-account");
+    // Signed, but not in đồng: a bad body, not a bad signature.
+    let r = app.bank_notification(credit("0011012345678", "USD", "FT-USD")).await;
+    let detail = r.assert_problem(400, "callback-rejected")["detail"].as_str().unwrap();
+    assert!(detail.contains("VND"), "{detail}");
+    assert_eq!(app.notice(&code).await["status"], "unpaid");
+    assert_eq!(app.count("unmatched_credits").await, 0);
+    assert_eq!(app.count("ledger_transfers").await, 0, "no money moved");
+    let auditor = app.token(paygate::auth::Role::Auditor).await;
+    let inbox = app.get("/v1/inbox?provider=bank", Some(&auditor)).await;
+    let outcomes: Vec<(&str, &str)> = inbox.body["callbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["verification"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{}", inbox.text);
+    assert!(
+        outcomes.contains(&("verified", "rejected")) && outcomes.contains(&("rejected", "rejected")),
+        "{outcomes:?}"
+    );
+
+    // The same credit to the collection account pays the notice.
+    assert_eq!(app.bank_credit(75_000_000, &format!("CK {code}"), "FT-OURS").await.status, 200);
+    assert_eq!(app.notice(&code).await["status"], "paid");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
 async fn payment_requests_are_validated() {
     let app = TestApp::spawn_with(|c| c.providers.enabled = vec!["vietqr".into(), "vnpay".into()]).await;
     let code = app.issue_notice().await;

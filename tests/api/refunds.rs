@@ -173,10 +173,11 @@ async fn concurrent_refund_requests_and_confirmations_apply_once() {
         replies.iter().filter(|r| r.status != 422).map(|r| r.text.clone()).collect::<Vec<_>>()
     );
     assert!(
-        // 422: nothing remains; 502: the provider was slow under this load and the reservation was released.
-        replies.iter().all(|r| matches!(r.status, 201 | 422 | 502)),
+        // 409: the refund was in flight; 422: nothing remains; 502: the provider was slow under
+        // this load and the refund stays pending.
+        replies.iter().all(|r| matches!(r.status, 201 | 409 | 422 | 502)),
         "{:?}",
-        replies.iter().filter(|r| !matches!(r.status, 201 | 422)).map(|r| r.text.clone()).collect::<Vec<_>>()
+        replies.iter().filter(|r| !matches!(r.status, 201 | 409 | 422)).map(|r| r.text.clone()).collect::<Vec<_>>()
     );
     assert_eq!(a.payment(&id).await["status"], "refunded");
     a.assert_ledger_invariants().await;
@@ -195,7 +196,36 @@ async fn a_refund_whose_outcome_is_unknown_stays_reserved() {
     assert_eq!(other.payment(&id).await["refunds"][0]["status"], "pending");
     // It may have been made: nothing more can be refunded until it is resolved.
     let r = app.post_json(&path, &json!({"reason": "again"}), Some(&treasurer), None).await;
-    assert_eq!(r.assert_problem(422, "validation-error")["code"], "exceeds_remaining");
+    r.assert_problem(409, "refund-pending");
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_partial_refund_whose_outcome_is_unknown_is_not_sent_again() {
+    let app = TestApp::spawn().await;
+    let (_, id) = paid(&app, "momo").await;
+    let other = app.spawn_sibling(|c| c.providers.momo.base_url = "http://127.0.0.1:9".into()).await;
+    let treasurer = other.token(Role::Treasurer).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let body = json!({"amount": 1_000_000, "reason": "withdrawn"});
+    let first = other.post_json(&path, &body, Some(&treasurer), Some("refund-1")).await;
+    first.assert_problem(502, "refund-outcome-unknown");
+
+    // A retry under the same key replays the answer instead of running again, on either process.
+    for app in [&other, &app] {
+        let retry = app.post_json(&path, &body, Some(&treasurer), Some("refund-1")).await;
+        assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+        assert_eq!(retry.text, first.text);
+    }
+    // A new request (a new key, a double click) would still fit in what remains, but the first
+    // refund may have been made: it is refused until that one is settled.
+    let again = app.post_json(&path, &body, Some(&treasurer), Some("refund-2")).await;
+    let refunds = app.payment(&id).await["refunds"].as_array().unwrap().clone();
+    assert_eq!(refunds.len(), 1, "one refund was sent: {refunds:?}");
+    let detail = again.assert_problem(409, "refund-pending")["detail"].as_str().unwrap();
+    assert!(detail.contains(refunds[0]["id"].as_str().unwrap()), "{detail}");
+    assert_eq!(refunds[0]["status"], "pending");
+    assert_eq!(refunds[0]["amount"], 1_000_000);
     app.assert_ledger_invariants().await;
 }
 
@@ -358,7 +388,7 @@ async fn a_refund_the_provider_is_still_processing_stays_reserved() {
     assert_eq!(payment["refunds"][0]["status"], "pending");
     assert_eq!(payment["refunded_amount"], 0);
     let r = app.post_json(&path, &json!({"reason": "again"}), Some(&treasurer), None).await;
-    assert_eq!(r.assert_problem(422, "validation-error")["code"], "exceeds_remaining");
+    r.assert_problem(409, "refund-pending");
     app.assert_ledger_invariants().await;
 }
 
