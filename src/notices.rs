@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::clock::vn_date;
 use crate::http::problem::{FieldError, Problem};
 use crate::money::Vnd;
-use crate::obligations::{CalcError, Calculation, NoticeCode, ObligationLine, QuoteRequest, RuleBook};
+use crate::obligations::{CalcError, Calculation, NoticeCode, ObligationKind, ObligationLine, QuoteRequest, RuleBook};
 use crate::store::notices::{CancelOutcome, IssueError, LineRecord, NoticeRecord, QuoteRecord};
 use crate::store::now;
 
@@ -270,9 +270,21 @@ pub fn notice_not_found(code: &NoticeCode) -> Problem {
     )
 }
 
-/// Late-payment interest on an unpaid notice as of `as_of` (a Vietnamese date).
-pub fn late_interest(state: &AppState, notice: &NoticeRecord, as_of: NaiveDate) -> Result<ObligationLine, Problem> {
-    let principal = Vnd::new(notice.principal).map_err(|e| Problem::internal(&e))?;
+/// Late-payment interest on an unpaid notice as of `as_of` (a Vietnamese date), on the overdue
+/// amount of its `lines` that accrue interest: a line of interest the quote already carried is
+/// not charged interest again.
+pub fn late_interest(
+    state: &AppState,
+    notice: &NoticeRecord,
+    lines: &[LineRecord],
+    as_of: NaiveDate,
+) -> Result<ObligationLine, Problem> {
+    let accruing = lines
+        .iter()
+        .filter(|l| ObligationKind::parse(&l.kind).is_none_or(ObligationKind::accrues_late_interest))
+        .try_fold(0i64, |sum, l| sum.checked_add(l.amount))
+        .ok_or_else(|| Problem::internal(&"notice lines overflow"))?;
+    let principal = Vnd::new(accruing).map_err(|e| Problem::internal(&e))?;
     crate::obligations::late_payment_interest(&state.rules, &notice.jurisdiction, principal, notice.due_date, as_of)
         .map_err(calc_problem)
 }

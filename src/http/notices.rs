@@ -146,7 +146,7 @@ fn notice_view(
     lines: &[LineRecord],
     as_of: NaiveDate,
 ) -> Result<NoticeView, Problem> {
-    let interest = notices::late_interest(state, n, as_of)?;
+    let interest = notices::late_interest(state, n, lines, as_of)?;
     let unpaid = n.status == "unpaid";
     let interest_amount = if unpaid { interest.amount.get() } else { 0 };
     let total_due = if unpaid {

@@ -187,7 +187,7 @@ async fn notice_page(State(state): State<AppState>, Path(code): Path<String>, Qu
         );
     };
     let today = vn_date(now());
-    let interest = notices::late_interest(&state, &notice, today).map(|l| l.amount.get()).unwrap_or(0);
+    let interest = notices::late_interest(&state, &notice, &lines, today).map(|l| l.amount.get()).unwrap_or(0);
     let unpaid = notice.status == "unpaid";
     let mut body = format!(
         "<p>{} <strong>{}</strong> · <span class=\"status {}\">{}</span></p>\

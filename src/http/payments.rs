@@ -2,15 +2,17 @@
 
 use std::net::SocketAddr;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::auth::Authentication;
 use super::json::ApiJson;
 use super::problem::{ApiResult, Problem, ProblemDetails};
 use crate::app::AppState;
+use crate::auth::Role;
 use crate::notices;
 use crate::payments::{self, PaymentRequest};
 use crate::store::payments::{PaymentEventRecord, PaymentKey, PaymentRecord};
@@ -47,9 +49,48 @@ pub struct PaymentView {
     /// Refunds the provider confirmed, đồng.
     pub refunded_amount: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refunds: Option<Vec<RefundRecord>>,
+    pub refunds: Option<Vec<RefundSummary>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<PaymentEventRecord>>,
+}
+
+/// A refund on the payment's page. Who asked for it and the notes of whoever recorded its outcome
+/// are staff matters: shown to `treasurer` and `auditor` tokens only.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefundSummary {
+    pub id: String,
+    /// Whole đồng.
+    pub amount: i64,
+    pub reason: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// The provider's reference for the refund it made.
+    pub provider_ref: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Staff only: the token that requested it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Staff only: the provider's refusal, or the outcome a treasurer recorded, how it was
+    /// confirmed and by whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl RefundSummary {
+    fn of(r: RefundRecord, staff: bool) -> RefundSummary {
+        RefundSummary {
+            id: r.id,
+            amount: r.amount,
+            reason: r.reason,
+            status: r.status,
+            provider_ref: r.provider_ref,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            requested_by: staff.then_some(r.requested_by),
+            detail: r.detail.filter(|_| staff),
+        }
+    }
 }
 
 impl PaymentView {
@@ -98,12 +139,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(PaymentView::new(&payment, None))))
 }
 
-/// A payment's status and history (public: the id is unguessable).
+/// A payment's status and history (public: the id is unguessable; a `treasurer` or `auditor`
+/// token also sees who requested each refund and its recorded detail).
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "public",
     params(("id" = String, Path, description = "Payment id")),
     responses((status = 200, body = PaymentView),
               (status = 404, body = ProblemDetails, content_type = "application/problem+json")))]
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PaymentView>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(auth): Extension<Authentication>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PaymentView>> {
     let payment = state
         .store
         .find_payment(PaymentKey::Id(&id))
@@ -111,7 +157,9 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
         .ok_or_else(|| Problem::not_found(format!("No payment with id {id:?}.")))?;
     let history = state.store.payment_history(&payment.id).await?;
     let mut view = PaymentView::new(&payment, Some(history));
-    view.refunds = Some(state.store.payment_refunds(&payment.id).await?);
+    let staff = matches!(&auth, Authentication::Authenticated(p) if matches!(p.role, Role::Treasurer | Role::Auditor));
+    let refunds = state.store.payment_refunds(&payment.id).await?;
+    view.refunds = Some(refunds.into_iter().map(|r| RefundSummary::of(r, staff)).collect());
     Ok(Json(view))
 }
 
@@ -136,7 +184,7 @@ pub async fn refund(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<crate::refunds::RefundRequest>,
 ) -> ApiResult<(StatusCode, Json<RefundView>)> {
-    let who = caller.require(&[crate::auth::Role::Treasurer])?;
+    let who = caller.require(&[Role::Treasurer])?;
     let (refund, payment) = crate::refunds::request(&state, &id, &req, who).await?;
     Ok((StatusCode::CREATED, Json(RefundView { refund, payment: PaymentView::new(&payment, None) })))
 }
@@ -157,7 +205,7 @@ pub async fn refund_outcome(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<crate::refunds::RefundOutcome>,
 ) -> ApiResult<Json<RefundView>> {
-    let who = caller.require(&[crate::auth::Role::Treasurer])?;
+    let who = caller.require(&[Role::Treasurer])?;
     let (refund, payment) = crate::refunds::record_outcome(&state, &id, &req, who).await?;
     Ok(Json(RefundView { refund, payment: PaymentView::new(&payment, None) }))
 }

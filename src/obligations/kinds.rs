@@ -68,6 +68,12 @@ impl ObligationKind {
         }
     }
 
+    /// Whether an overdue amount of this kind accrues late-payment interest. Interest itself does
+    /// not: Law 38/2019/QH14 Art. 59 charges it on the overdue obligation, not on earlier interest.
+    pub const fn accrues_late_interest(self) -> bool {
+        !matches!(self, ObligationKind::LatePaymentInterest)
+    }
+
     /// Parses the snake_case name.
     pub fn parse(s: &str) -> Option<ObligationKind> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)

@@ -107,7 +107,8 @@ pub async fn create(
         Some("en") => "en",
         Some(_) => return Err(Problem::validation("locale", "must be vi or en")),
     };
-    let (notice, _) = state.store.find_notice(code.as_str()).await?.ok_or_else(|| notices::notice_not_found(code))?;
+    let (notice, lines) =
+        state.store.find_notice(code.as_str()).await?.ok_or_else(|| notices::notice_not_found(code))?;
     match notice.status.as_str() {
         "unpaid" => {}
         "paid" => {
@@ -126,7 +127,7 @@ pub async fn create(
         }
     }
     let created_at = now();
-    let interest = notices::late_interest(state, &notice, vn_date(created_at))?;
+    let interest = notices::late_interest(state, &notice, &lines, vn_date(created_at))?;
     let amount = notice
         .principal
         .checked_add(interest.amount.get())

@@ -98,9 +98,9 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
             amount: d.file_amount,
             provider_txn_id: d.provider_txn_id.clone(),
             cause: "reconciliation",
-            detail: serde_json::json!({
-                "discrepancy_id": d.id, "run_id": d.run_id, "line": d.line_no, "by": actor, "note": note,
-            }),
+            // The payment's history is public (whoever holds its id): who resolved it and their
+            // note stay with the discrepancy and its audit log.
+            detail: serde_json::json!({"discrepancy_id": d.id, "run_id": d.run_id, "line": d.line_no}),
             at: now(),
             inbox: None,
         };

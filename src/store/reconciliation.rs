@@ -234,6 +234,16 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// Whether a file row with provider transaction `txn` may be this payment's: not if the
+    /// payment was confirmed with another transaction (that transfer is other money). A bank
+    /// transfer's id is kept as `<bank>:<transaction id>`, and the bank's file names it without
+    /// the bank.
+    fn may_be(&self, txn: &str) -> bool {
+        self.provider_txn_id
+            .as_deref()
+            .is_none_or(|own| own == txn || own.strip_suffix(txn).is_some_and(|bank| bank.ends_with(':')))
+    }
+
     /// The gateway holds this money (confirmed, or in suspense after a late success).
     fn confirmed(&self) -> bool {
         matches!(self.status.as_str(), "succeeded" | "refunded" | "partially_refunded") || self.late_success
@@ -962,7 +972,12 @@ impl Store {
                                 let found = by_txn
                                     .get(&row.provider_txn_id)
                                     .map(|c| (c.clone(), "provider_txn_id"))
-                                    .or_else(|| by_ref.get(&row.merchant_ref).map(|c| (c.clone(), "merchant_ref")));
+                                    .or_else(|| {
+                                        by_ref
+                                            .get(&row.merchant_ref)
+                                            .filter(|c| c.may_be(&row.provider_txn_id))
+                                            .map(|c| (c.clone(), "merchant_ref"))
+                                    });
                                 payment = found.filter(|(c, _)| !state.matched.contains(&fingerprint(&["p", &c.id])));
                                 if payment.is_none()
                                     && row.success
@@ -982,7 +997,9 @@ impl Store {
                                     payment = candidates
                                         .into_iter()
                                         .find(|c| {
-                                            c.settled_run.is_none() && !state.matched.contains(&fingerprint(&["p", &c.id]))
+                                            c.settled_run.is_none()
+                                                && c.may_be(&row.provider_txn_id)
+                                                && !state.matched.contains(&fingerprint(&["p", &c.id]))
                                         })
                                         .map(|c| (c, "amount_window"));
                                 }
@@ -1225,9 +1242,10 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?)
     }
 
-    /// Resolves an open discrepancy: posts `plan` (a `hold` already posted for the same provider
-    /// transaction is not posted again), marks the row's match settled when the plan settles it,
-    /// and appends to the audit log — all in one transaction.
+    /// Resolves an open discrepancy: posts `plan` (keyed by the discrepancy, so it is posted at
+    /// most once per discrepancy; a transaction listed again in another day's file is another
+    /// discrepancy, which the treasurer judges on its own), marks the row's match settled when the
+    /// plan settles it, and appends to the audit log — all in one transaction.
     pub async fn resolve_discrepancy(
         &self,
         id: &str,
@@ -1418,5 +1436,34 @@ impl Store {
             .collect();
         lines.sort_by(|a, b| a.budget_code.cmp(&b.budget_code));
         Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Candidate;
+
+    fn confirmed_with(txn: Option<&str>) -> Candidate {
+        Candidate {
+            id: "p1".into(),
+            amount: 75_000_000,
+            status: "succeeded".into(),
+            late_success: false,
+            notice_code: "TB-2026-4Q7K9M".into(),
+            merchant_ref: "r1".into(),
+            provider_txn_id: txn.map(str::to_string),
+            settled_run: None,
+        }
+    }
+
+    #[test]
+    fn a_row_is_never_matched_to_a_payment_confirmed_with_another_transaction() {
+        assert!(confirmed_with(None).may_be("T1"), "not yet confirmed: any transaction may be its");
+        assert!(confirmed_with(Some("T1")).may_be("T1"));
+        assert!(!confirmed_with(Some("T1")).may_be("T2"));
+        // Bank transfers are kept as <bank>:<transaction id>; the bank's file names them bare.
+        assert!(confirmed_with(Some("sandbox:FT-1")).may_be("FT-1"));
+        assert!(!confirmed_with(Some("sandbox:FT-1")).may_be("FT-2"));
+        assert!(!confirmed_with(Some("sandbox:XFT-1")).may_be("FT-1"));
     }
 }

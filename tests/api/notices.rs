@@ -124,6 +124,27 @@ async fn late_interest_accrues_at_003_percent_a_day_after_the_due_date() {
 }
 
 #[tokio::test]
+async fn late_interest_is_not_charged_on_interest_the_notice_already_carries() {
+    let app = TestApp::spawn().await;
+    let issuer = app.token(Role::Issuer).await;
+    let mut quote = example_quote();
+    // Interest already owed on an earlier obligation: 10,000,000 × 0.0003 × 10 days = 30,000.
+    quote["items"].as_array_mut().unwrap().push(json!(
+        {"kind": "late_payment_interest", "principal": 10_000_000, "due_date": "2026-11-16"}));
+    let q = app.post_json("/v1/quotes", &quote, Some(&issuer), None).await;
+    assert_eq!(q.status, 201, "{}", q.text);
+    let due = vn_today();
+    let body = with(party(due), json!({"quote_id": q.body["quote_id"]}));
+    let n = app.post_json("/v1/notices", &body, Some(&issuer), None).await;
+    assert_eq!(n.body["principal"], 75_030_000, "{}", n.text);
+    let code = n.body["code"].as_str().unwrap();
+    // 10 days late: 0.03% a day on the 75,000,000 of obligations, not on the 30,000 of interest.
+    let r = app.get(&format!("/v1/notices/{code}?as_of={}", due + Duration::days(10)), None).await;
+    assert_eq!(r.body["late_interest"]["amount"], 225_000, "{}", r.text);
+    assert_eq!(r.body["total_due"], 75_255_000);
+}
+
+#[tokio::test]
 async fn a_notice_can_be_issued_from_inputs_directly() {
     let app = TestApp::spawn().await;
     let issuer = app.token(Role::Issuer).await;

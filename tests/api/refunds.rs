@@ -226,6 +226,11 @@ async fn a_partial_refund_whose_outcome_is_unknown_is_not_sent_again() {
     assert!(detail.contains(refunds[0]["id"].as_str().unwrap()), "{detail}");
     assert_eq!(refunds[0]["status"], "pending");
     assert_eq!(refunds[0]["amount"], 1_000_000);
+    assert_eq!(refunds[0]["reason"], "withdrawn");
+    // The payment's page is public: who asked for the refund is shown to staff only.
+    assert!(refunds[0].get("requested_by").is_none(), "{refunds:?}");
+    let staff = app.get(&format!("/v1/payments/{id}"), Some(&treasurer)).await;
+    assert!(staff.body["refunds"][0]["requested_by"].as_str().is_some_and(|s| !s.is_empty()), "{}", staff.text);
     app.assert_ledger_invariants().await;
 }
 
