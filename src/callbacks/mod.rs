@@ -9,7 +9,7 @@
 
 mod arrival;
 
-pub use arrival::{Arrival, MAX_CALLBACK_BODY, READ_LIMIT, ReceivedBody, arrival_record, precheck};
+pub use arrival::{Arrival, ReceivedBody, arrival_record, precheck};
 
 use crate::app::AppState;
 use crate::payments;

@@ -137,6 +137,17 @@ pub async fn resolve(store: &Store, id: &str, req: &ResolveRequest, actor: &str)
         }
         Resolved::NotOpen(d) => Err(not_open(&d)),
         Resolved::NotFound => Err(Problem::not_found(format!("No discrepancy {id}."))),
+        Resolved::AlreadyBooked(other) => Err(Problem::conflict(
+            "transaction-already-booked",
+            "Transaction already booked",
+            format!(
+                "{} transaction {} was already booked as unexplained money when discrepancy {other} (another \
+                 day's file) was resolved; booking it again would count the money twice. Resolve this one with \
+                 accept if the provider listed it again, or have the other resolution reversed first.",
+                run.provider,
+                d.provider_txn_id.as_deref().unwrap_or("?")
+            ),
+        )),
     }
 }
 

@@ -202,6 +202,9 @@ pub enum Resolved {
     NotFound,
     /// Already resolved or superseded: nothing done.
     NotOpen(DiscrepancyRecord),
+    /// The provider transaction's money was already booked as unexplained (in `suspense` or
+    /// `refunds_payable`) by resolving this other discrepancy, of another active run: nothing done.
+    AlreadyBooked(String),
 }
 
 /// A line of the treasury export: money settled on a day under one budget code.
@@ -1243,9 +1246,12 @@ impl Store {
     }
 
     /// Resolves an open discrepancy: posts `plan` (keyed by the discrepancy, so it is posted at
-    /// most once per discrepancy; a transaction listed again in another day's file is another
-    /// discrepancy, which the treasurer judges on its own), marks the row's match settled when the
-    /// plan settles it, and appends to the audit log — all in one transaction.
+    /// most once per discrepancy), marks the row's match settled when the plan settles it, and
+    /// appends to the audit log — all in one transaction. Money the provider collected that no
+    /// payment accounts for is booked once per provider transaction: a transaction listed again in
+    /// another active run's file, whose own discrepancy was already booked that way, is refused
+    /// ([`Resolved::AlreadyBooked`]); a second listing in the same file is `duplicate_in_file`,
+    /// judged on its own.
     pub async fn resolve_discrepancy(
         &self,
         id: &str,
@@ -1262,6 +1268,24 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // Every discrepancy naming the same provider transaction, this one included, locked in id
+            // order (so that two resolutions of them queue rather than both booking the money, and
+            // never deadlock), before this one is read.
+            let same_txn: Vec<(String, String, String, Option<String>, String)> = if plan.hold.is_some() {
+                sqlx::query_as(&format!(
+                    "SELECT d.id, d.class, d.status, d.resolution, r.status FROM reconciliation_discrepancies d \
+                     JOIN reconciliation_runs r ON r.id = d.run_id, reconciliation_discrepancies o \
+                     JOIN reconciliation_runs ro ON ro.id = o.run_id \
+                     WHERE o.id = $1 AND d.provider_txn_id = o.provider_txn_id AND r.provider = ro.provider \
+                     ORDER BY d.id{}",
+                    if matches!(self, Store::Postgres(_)) { " FOR UPDATE OF d" } else { "" }
+                ))
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+            } else {
+                Vec::new()
+            };
             let found: Option<DiscrepancyRecord> = sqlx::query_as(&format!("{select}{}", self.lock_clause_pub()))
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -1269,6 +1293,17 @@ impl Store {
             let Some(d) = found else { return Ok(Resolved::NotFound) };
             if d.status != "open" || d.resolution.as_deref().is_some_and(|r| r != action) {
                 return Ok(Resolved::NotOpen(d));
+            }
+            if d.class == "missing_in_gateway"
+                && let Some((other, ..)) = same_txn.iter().find(|(other, class, status, resolution, run_status)| {
+                    other != id
+                        && class == "missing_in_gateway"
+                        && status == "resolved"
+                        && run_status == "active"
+                        && matches!(resolution.as_deref(), Some("move_to_suspense" | "mark_for_refund"))
+                })
+            {
+                return Ok(Resolved::AlreadyBooked(other.clone()));
             }
             let mut ledger_tx_ids = Vec::new();
             let plans: [Option<&PostingPlan>; 2] = [plan.hold.as_ref(), plan.settle.as_ref()];

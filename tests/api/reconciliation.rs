@@ -201,6 +201,49 @@ async fn a_clean_day_settles_clearing_to_zero_and_the_export_ties_to_the_ledger(
 }
 
 #[tokio::test]
+async fn money_no_payment_accounts_for_is_booked_once_when_another_days_file_lists_it_again() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    let (paid, _) = app.paid("vnpay", None).await;
+    let mut file = lines(&app.settlement_file("vnpay").await);
+    let row = line_of(&file, &merchant_ref(&app, &paid).await);
+    // Money VNPAY collected for an order the gateway never issued; the next day's file lists the
+    // same transaction again.
+    let stranger = set_field(&set_field(&file[row], 1, "99999902"), 2, "UNKNOWNREF02");
+    file.push(stranger.clone());
+    let today = vn_today();
+    let next_day = today + chrono::Duration::days(1);
+    let again = set_field(&stranger, 7, &next_day.format("%d/%m/%Y 10:00:00").to_string());
+    let mut found = Vec::new();
+    for (date, body) in [(today, join(&file)), (next_day, join(&[file[0].clone(), again]))] {
+        let r = app.upload("vnpay", &date.to_string(), &body, &treasurer).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let all = app.discrepancies(r.body["run"]["id"].as_str().unwrap(), &treasurer).await;
+        let d = all.into_iter().find(|d| d["provider_txn_id"] == "99999902").expect("the stranger's discrepancy");
+        assert_eq!(d["class"], "missing_in_gateway");
+        found.push(d["id"].as_str().unwrap().to_string());
+    }
+
+    // Both parked at once: the money is booked by one of them; the other is refused and names it.
+    let replies = futures::future::join_all(
+        found.iter().map(|id| app.resolve(id, "move_to_suspense", "no such order; asked VNPAY", &treasurer)),
+    )
+    .await;
+    let booked: Vec<usize> = (0..2).filter(|&i| replies[i].status == 200).collect();
+    assert_eq!(booked.len(), 1, "{:?}", replies.iter().map(|r| &r.text).collect::<Vec<_>>());
+    let (done, refused) = (booked[0], 1 - booked[0]);
+    let p = replies[refused].assert_problem(409, "transaction-already-booked");
+    assert!(p["detail"].as_str().unwrap().contains(&found[done]), "{p}");
+    assert_eq!(app.balance("suspense").await, -PAYMENT, "booked once");
+    let r = app.resolve(&found[refused], "mark_for_refund", "listed again", &treasurer).await;
+    r.assert_problem(409, "transaction-already-booked");
+    let r = app.resolve(&found[refused], "accept", "VNPAY listed it twice; booked once", &treasurer).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.balance("suspense").await, -PAYMENT);
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
 async fn every_discrepancy_class_is_found_and_every_action_resolves_with_compensating_entries() {
     let app = TestApp::spawn().await;
     let treasurer = app.token(Role::Treasurer).await;
