@@ -13,7 +13,9 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -71,6 +73,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pool: IntGaugeVec,
+    writers: IntGauge,
 }
 
 impl Default for Metrics {
@@ -103,8 +106,14 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("unique metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
+        let writers = IntGauge::new(
+            "paygate_db_writer_connections",
+            "Database connections the payment writers hold open outside the pool",
+        )
+        .expect("valid metric");
         registry.register(Box::new(pool.clone())).expect("unique metric");
-        Metrics { registry, requests, latency, pool }
+        registry.register(Box::new(writers.clone())).expect("unique metric");
+        Metrics { registry, requests, latency, pool, writers }
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -120,6 +129,7 @@ impl Metrics {
         self.pool.with_label_values(&["idle"]).set(i64::from(pool.idle));
         self.pool.with_label_values(&["in_use"]).set(i64::from(pool.size.saturating_sub(pool.idle)));
         self.pool.with_label_values(&["max"]).set(i64::from(pool.max));
+        self.writers.set(i64::from(pool.writers));
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")

@@ -201,6 +201,9 @@ pub struct PoolStats {
     pub size: u32,
     pub idle: u32,
     pub max: u32,
+    /// Connections held open by the payment writers, outside the pool (SQLite: the one write
+    /// connection; PostgreSQL: one per writer).
+    pub writers: u32,
 }
 
 /// Whether a SQLite URL names an in-memory database (`sqlite::memory:`, `:memory:`, `mode=memory`),
@@ -330,10 +333,19 @@ impl Store {
     }
 
     pub fn pool_stats(&self) -> PoolStats {
+        let writers = match self {
+            Store::Sqlite(db) => db.write_connection.size(),
+            Store::Postgres(db) => db
+                .writer_pools
+                .lock()
+                .map(|pools| pools.iter().filter(|p| !p.is_closed()).map(PgPool::size).sum())
+                .unwrap_or(0),
+        };
         on_pool!(self, pool => PoolStats {
             size: pool.size(),
             idle: pool.num_idle() as u32,
             max: pool.options().get_max_connections(),
+            writers,
         })
     }
 

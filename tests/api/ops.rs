@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestDb, test_config};
+use crate::helpers::{TestApp, TestDb, eventually, test_config};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -68,6 +68,13 @@ async fn metrics_count_requests_by_route_and_report_the_pool() {
     assert!(r.text.contains("route=\"unmatched\",status=\"404\""), "raw paths never become labels");
     assert!(r.text.contains("paygate_http_request_duration_seconds_bucket"));
     assert!(r.text.contains("paygate_db_pool_connections{state=\"max\"} 5"));
+    // The payment writers' own connections, beside the pool, once a writer has opened its own.
+    eventually(std::time::Duration::from_secs(10), || async {
+        let r = app.get("/metrics", None).await;
+        let writers = r.text.lines().find_map(|l| l.strip_prefix("paygate_db_writer_connections "))?;
+        (writers.parse::<i64>().ok()? >= 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
