@@ -241,7 +241,19 @@ impl Config {
     pub fn load() -> Result<Config, ConfigError> {
         let dir = std::env::var_os("PAYGATE_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"));
         let env_name = std::env::var("PAYGATE_ENV").ok().filter(|s| !s.is_empty());
-        Self::from_figment(Self::figment(&dir, env_name.as_deref())?)
+        let config = Self::from_figment(Self::figment(&dir, env_name.as_deref())?)?;
+        config.check_environment(env_name.as_deref())?;
+        Ok(config)
+    }
+
+    /// In production the provider simulators must not be mounted: with them, anyone could sign a
+    /// partner-bank credit with the sandbox's published secret. A production file that forgets
+    /// `[sandbox] enabled = false` is refused rather than inheriting the development default.
+    fn check_environment(&self, env_name: Option<&str>) -> Result<(), ConfigError> {
+        if env_name == Some("production") && self.sandbox.enabled {
+            return Err(ConfigError::new("sandbox.enabled", "must be false when PAYGATE_ENV=production"));
+        }
+        Ok(())
     }
 
     /// The compiled-in defaults alone (used by tests, which then override fields).
@@ -533,6 +545,16 @@ mod tests {
     fn secrets_do_not_print() {
         let c = Config::defaults();
         assert!(!format!("{c:?}").contains("paygate.db"));
+    }
+
+    #[test]
+    fn production_refuses_the_sandbox() {
+        let mut c = Config::defaults();
+        assert!(c.sandbox.enabled, "the development default");
+        assert_eq!(c.check_environment(Some("production")).unwrap_err().key, "sandbox.enabled");
+        assert!(c.check_environment(None).is_ok() && c.check_environment(Some("staging")).is_ok());
+        c.sandbox.enabled = false;
+        assert!(c.check_environment(Some("production")).is_ok());
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub async fn deliver_once(
     state.store.plan_deliveries(&names, now).await?;
     // The lease covers every send of the batch, one after another, each within the timeout.
     let lease = now + Duration::seconds(state.config.providers.http_timeout_secs as i64 * (DELIVERY_BATCH + 1));
-    let due = state.store.claim_deliveries(now, lease, DELIVERY_BATCH).await?;
+    let due = state.store.claim_deliveries(&names, now, lease, DELIVERY_BATCH).await?;
     let mut report = DeliveryReport { attempted: due.len(), ..DeliveryReport::default() };
     for d in due {
         let Some(endpoint) = endpoints.iter().find(|e| e.name == d.endpoint) else { continue };

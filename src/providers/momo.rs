@@ -127,6 +127,12 @@ impl Connector for Momo {
             // Order not found at MoMo: the payer never confirmed.
             return Ok(None);
         }
+        if (10..=13).contains(&code) {
+            // Errors of the request itself (maintenance, access denied, unsupported version,
+            // merchant authentication): they say nothing of the payment, which stays pending.
+            let message = answer.get("message").and_then(Value::as_str).unwrap_or("");
+            return Err(ProviderError::BadAnswer(format!("MoMo query refused, resultCode {code}: {message}")));
+        }
         let message = answer.get("message").and_then(Value::as_str).unwrap_or("");
         let outcome = momo::outcome_of(code, message);
         let amount = answer.get("amount").and_then(Value::as_i64).unwrap_or(0);

@@ -76,16 +76,11 @@ impl Connector for Zalopay {
             .send()
             .await?;
         let bytes = resp.bytes().await?;
-        match zalopay::parse_query_response(merchant_ref, &bytes) {
-            Ok(event) => Ok(Some(event)),
-            Err(e) => {
-                // ZaloPay answers an unknown order with a non-payment return_code.
-                let unknown = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("return_code").and_then(Value::as_i64))
-                    .is_some_and(|c| c < 0);
-                if unknown { Ok(None) } else { Err(ProviderError::BadAnswer(e.to_string())) }
-            }
-        }
+        // An unknown order is return_code 2 (sub_return_code -101): a failure, which it is. Any
+        // answer that is not a payment state (a refused request, an unknown code) is an error, so
+        // the poller keeps the payment pending and asks again rather than deciding on it.
+        zalopay::parse_query_response(merchant_ref, &bytes)
+            .map(Some)
+            .map_err(|e| ProviderError::BadAnswer(e.to_string()))
     }
 }

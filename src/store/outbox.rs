@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreResult, on_pool};
+use super::{Store, StoreError, StoreResult, on_pool};
 
 /// Inserts an outbox event inside the transaction `$tx`.
 macro_rules! insert_event {
@@ -95,25 +95,30 @@ impl Store {
         Ok(created)
     }
 
-    /// Claims up to `limit` deliveries due at `now`, leasing them until `lease_until`.
+    /// Claims up to `limit` deliveries to `endpoints` due at `now`, leasing them until
+    /// `lease_until`. Deliveries to an endpoint no longer configured stay pending, unclaimed: they
+    /// neither count attempts nor take the place of deliveries that can be made.
     pub async fn claim_deliveries(
         &self,
+        endpoints: &[String],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<DueDelivery>> {
-        let skip_locked = match self {
-            Store::Sqlite(_) => "",
-            Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        let (configured, skip_locked) = match self {
+            Store::Sqlite(_) => ("SELECT value FROM json_each($4)", ""),
+            Store::Postgres(_) => ("SELECT json_array_elements_text(CAST($4 AS json))", " FOR UPDATE SKIP LOCKED"),
         };
         let claim = format!(
             "UPDATE webhook_deliveries SET next_attempt_at = $2, attempts = attempts + 1 \
              WHERE (event_id, endpoint) IN (SELECT event_id, endpoint FROM webhook_deliveries \
-             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3{skip_locked}) \
+             WHERE status = 'pending' AND next_attempt_at <= $1 AND endpoint IN ({configured}) \
+             ORDER BY next_attempt_at LIMIT $3{skip_locked}) \
              RETURNING event_id, endpoint, attempts"
         );
+        let endpoints = serde_json::to_string(endpoints).map_err(|e| StoreError::Invariant(e.to_string()))?;
         let claimed: Vec<(String, String, i32)> = on_pool!(self, pool => {
-            sqlx::query_as(&claim).bind(now).bind(lease_until).bind(limit).fetch_all(pool).await
+            sqlx::query_as(&claim).bind(now).bind(lease_until).bind(limit).bind(&endpoints).fetch_all(pool).await
         })?;
         let mut due = Vec::with_capacity(claimed.len());
         for (event_id, endpoint, attempts) in claimed {
@@ -165,13 +170,13 @@ impl Store {
         Ok(())
     }
 
-    /// Makes an event's deliveries pending again, due at `at` (an admin re-send). Returns how
-    /// many deliveries were reset.
+    /// Makes an event's deliveries pending again, due at `at`, their backoff started over (an admin
+    /// re-send). Returns how many deliveries were reset.
     pub async fn resend_event(&self, event_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
         Ok(on_pool!(self, pool => {
             sqlx::query(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, delivered_at = NULL \
-                 WHERE event_id = $1",
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, delivered_at = NULL, \
+                 attempts = 0 WHERE event_id = $1",
             )
             .bind(event_id)
             .bind(at)

@@ -575,6 +575,32 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>, Arc<Mutex<boo
 }
 
 #[tokio::test]
+async fn deliveries_to_an_endpoint_no_longer_configured_do_not_crowd_out_the_others() {
+    let (url, got, _) = receiver().await;
+    let app = TestApp::spawn_with(|c| {
+        c.webhooks.endpoints = vec![paygate::config::WebhookEndpoint {
+            name: "dossier".into(),
+            url: url.clone(),
+            secret: secrecy::SecretString::from("dossier-webhook-secret-0001".to_string()),
+        }];
+        c.providers.status_poll_interval_secs = 3600;
+    })
+    .await;
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    // Deliveries planned for an endpoint since removed from the configuration, due first.
+    let earlier = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(app.store.plan_deliveries(&["treasury-old".to_string()], earlier).await.unwrap(), 1);
+
+    let http = reqwest::Client::new();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now()).await.unwrap();
+    assert_eq!((r.attempted, r.delivered), (1, 1), "only the configured endpoint's delivery is claimed");
+    assert_eq!(got.lock().unwrap().len(), 1);
+    let sql = "SELECT attempts FROM webhook_deliveries WHERE endpoint = 'treasury-old'";
+    assert_eq!(app.scalar(sql).await, 0, "the orphan is left as it was, for an admin to see");
+}
+
+#[tokio::test]
 async fn events_are_signed_ordered_retried_and_resendable() {
     let (url, got, fail) = receiver().await;
     let secret = "dossier-webhook-secret-0001";

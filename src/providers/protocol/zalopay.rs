@@ -295,12 +295,17 @@ pub fn query_request(creds: &ZalopayCredentials, app_trans_id: &str) -> Result<Q
 
 /// Parse a query response (unsigned by ZaloPay; trust comes from TLS to ZaloPay's host) for the
 /// `app_trans_id` we asked about. `return_code` 1 → Succeeded, 2 → Failed, 3 → Pending (also when
-/// `is_processing` is true); anything else is an error of the query itself.
+/// `is_processing` is true); anything else is an error of the query itself, and so is a 2 whose
+/// `sub_return_code` says the request was refused (-401 bad data, -402 bad mac): that says nothing
+/// of the payment, which must not be failed for our own misconfiguration.
 pub fn parse_query_response(app_trans_id: &str, body: &[u8]) -> Result<ProviderEvent, VerifyError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| VerifyError::Body(e.to_string()))?;
     let obj = v.as_object().ok_or_else(|| VerifyError::Body("expected a JSON object".into()))?;
     let code = int_field(obj, "return_code")?;
     let message = obj.get("sub_return_message").or(obj.get("return_message")).and_then(Value::as_str).unwrap_or("");
+    if let Some(sub @ (-402 | -401)) = obj.get("sub_return_code").and_then(Value::as_i64) {
+        return Err(VerifyError::malformed("sub_return_code", format!("{sub}: the query was refused: {message}")));
+    }
     let processing = obj.get("is_processing").and_then(Value::as_bool).unwrap_or(false);
     let amount = match obj.get("amount") {
         None | Some(Value::Null) => 0,
@@ -492,6 +497,20 @@ mod tests {
         assert!(app_trans_id(t, "a b").is_err());
         assert!(app_trans_id(t, &"x".repeat(34)).is_err());
         assert!(app_trans_id(t, &"x".repeat(33)).is_ok());
+    }
+
+    #[test]
+    fn a_refused_query_says_nothing_of_the_payment() {
+        for sub in [-401, -402] {
+            let body = format!(
+                r#"{{"return_code":2,"return_message":"Giao dịch thất bại","sub_return_code":{sub},"sub_return_message":"mac"}}"#
+            );
+            assert!(parse_query_response("240101_1", body.as_bytes()).is_err(), "{sub}");
+        }
+        let unknown =
+            br#"{"return_code":2,"return_message":"","sub_return_code":-101,"sub_return_message":"not found"}"#;
+        let event = parse_query_response("240101_1", unknown).unwrap();
+        assert!(matches!(event.outcome, Outcome::Failed { .. }));
     }
 
     #[test]
