@@ -225,14 +225,57 @@ impl Providers {
     }
 }
 
+/// The largest provider answer read.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Reads a provider's answer as it arrives, refusing it as soon as it passes 1 MiB (so a larger
+/// one is never held whole).
+pub(crate) async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ProviderError::BadAnswer("answer larger than 1 MiB".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Reads a provider's JSON answer, mapping transport and shape failures to [`ProviderError`].
 pub(crate) async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, ProviderError> {
     let status = resp.status();
-    let bytes = resp.bytes().await?;
-    if bytes.len() > 1 << 20 {
-        return Err(ProviderError::BadAnswer("answer larger than 1 MiB".into()));
-    }
+    let bytes = read_body(resp).await?;
     serde_json::from_slice(&bytes).map_err(|_| {
         ProviderError::BadAnswer(format!("HTTP {status} with a body that is not JSON ({} bytes)", bytes.len()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local server answering `body` to any request.
+    async fn answering(body: Vec<u8>) -> String {
+        let app = axum::Router::new().fallback(move || {
+            let body = body.clone();
+            async move { body }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_provider_answer_past_one_mib_is_refused() {
+        let http = reqwest::Client::new();
+        let small = answering(br#"{"resultCode":0}"#.to_vec()).await;
+        let answer = read_json(http.get(&small).send().await.expect("sent")).await.expect("read");
+        assert_eq!(answer["resultCode"], 0);
+        let mut big = b"\"".to_vec();
+        big.resize(MAX_ANSWER_BYTES + 10, b'a');
+        let big = answering(big).await;
+        let refused = read_body(http.get(&big).send().await.expect("sent")).await;
+        assert!(matches!(refused, Err(ProviderError::BadAnswer(ref why)) if why.contains("1 MiB")), "{refused:?}");
+    }
 }

@@ -75,7 +75,7 @@ impl Connector for Zalopay {
             .body(req.to_form())
             .send()
             .await?;
-        let bytes = resp.bytes().await?;
+        let bytes = super::read_body(resp).await?;
         // An unknown order is return_code 2 (sub_return_code -101): a failure, which it is. Any
         // answer that is not a payment state (a refused request, an unknown code) is an error, so
         // the poller keeps the payment pending and asks again rather than deciding on it.
