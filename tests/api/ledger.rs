@@ -209,6 +209,54 @@ async fn the_database_refuses_to_change_ledger_rows() {
     app.assert_ledger_invariants().await;
 }
 
+/// Transfers name their ledger transaction and accounts, seals their transfer; the database
+/// refuses rows naming one that does not exist (on PostgreSQL a check per statement, SQLite's
+/// foreign keys), whatever else the statement inserts.
+#[tokio::test]
+async fn the_database_refuses_ledger_rows_that_name_rows_that_do_not_exist() {
+    let app = TestApp::spawn().await;
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    assert_eq!(r.body["RspCode"], "00");
+    let (tx, debit, credit) = (
+        "(SELECT transaction_id FROM ledger_transfers LIMIT 1)",
+        "(SELECT debit_account FROM ledger_transfers LIMIT 1)",
+        "(SELECT credit_account FROM ledger_transfers LIMIT 1)",
+    );
+    let transfer = |tx: &str, debit: &str, credit: &str| {
+        format!(
+            "INSERT INTO ledger_transfers (transaction_id, debit_account, credit_account, amount, created_at) \
+             VALUES ({tx}, {debit}, {credit}, 1, CURRENT_TIMESTAMP), ({tx}, {debit}, {credit}, 1, CURRENT_TIMESTAMP)"
+        )
+    };
+    let transaction = "INSERT INTO ledger_transactions (id, posting_key, kind, payment_id, notice_code, corrects, memo, \
+         created_at) VALUES ('lt_orphans', 'test:orphans', 'test', NULL, NULL, NULL, 'test', CURRENT_TIMESTAMP)";
+    let statements = [
+        transfer("'lt_nowhere'", debit, credit),
+        transfer(tx, "'suspense:nowhere'", credit),
+        transfer(tx, debit, "'suspense:nowhere'"),
+        "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) \
+         VALUES (1000000, 1000000, 'x', 'y', CURRENT_TIMESTAMP)"
+            .to_string(),
+    ];
+    let before = app.scalar("SELECT COUNT(*) FROM ledger_transfers").await;
+    for sql in &statements {
+        let err = if app.db.is_postgres() {
+            let mut conn = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+            // Inside a transaction that wrote its ledger transaction first, as postings do.
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query(transaction).execute(&mut conn).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.expect_err(sql).to_string()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.expect_err(sql).to_string()
+        };
+        assert!(err.contains("does not exist") || err.contains("FOREIGN KEY constraint failed"), "{sql}: {err}");
+    }
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM ledger_transfers").await, before);
+    app.assert_ledger_invariants().await;
+}
+
 /// On PostgreSQL a posting that took a lower transfer id can commit after higher ones were
 /// sealed; the sealer must still chain it. (SQLite has one writer: ids commit in order.)
 #[tokio::test]
