@@ -769,7 +769,10 @@ impl Bench {
         let items: Arc<Vec<Arc<Prepared>>> = Arc::new(payments.to_vec());
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..self.args.concurrency.min(items.len()) {
+        // Twice the pool: enough to keep every connection busy; the benchmark's clients would
+        // queue for the pool for seconds (and sqlx warn of each slow acquire) without checking faster.
+        let checkers = self.args.concurrency.min(2 * self.args.pool_size() as usize).max(1);
+        for _ in 0..checkers.min(items.len()) {
             let (items, next, http, base, check) =
                 (items.clone(), next.clone(), self.http.clone(), self.base.clone(), check.clone());
             tasks.spawn(async move {
