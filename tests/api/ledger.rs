@@ -42,6 +42,14 @@ async fn vnpay_payment(app: &TestApp) -> (String, String, String, i64) {
     (code, b["id"].as_str().unwrap().into(), b["merchant_ref"].as_str().unwrap().into(), b["amount"].as_i64().unwrap())
 }
 
+/// A VNPAY payment its IPN has confirmed (answered `00`).
+async fn paid_vnpay_payment(app: &TestApp) -> (String, String, String, i64) {
+    let payment = vnpay_payment(app).await;
+    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&payment.2, payment.3)), None).await;
+    assert_eq!(r.body["RspCode"], "00", "{}", r.text);
+    payment
+}
+
 #[tokio::test]
 async fn fifty_concurrent_deliveries_over_three_processes_confirm_and_post_once() {
     let a = TestApp::spawn().await;
@@ -166,9 +174,7 @@ async fn callbacks_for_many_payments_at_once_are_applied_together_each_exactly_o
 #[tokio::test]
 async fn the_database_refuses_to_change_ledger_rows() {
     let app = TestApp::spawn().await;
-    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
-    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
-    assert_eq!(r.body["RspCode"], "00");
+    paid_vnpay_payment(&app).await;
     let statements = [
         "UPDATE ledger_transfers SET amount = amount + 1",
         "DELETE FROM ledger_transfers",
@@ -215,9 +221,7 @@ async fn the_database_refuses_to_change_ledger_rows() {
 #[tokio::test]
 async fn the_database_refuses_ledger_rows_that_name_rows_that_do_not_exist() {
     let app = TestApp::spawn().await;
-    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
-    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
-    assert_eq!(r.body["RspCode"], "00");
+    paid_vnpay_payment(&app).await;
     let (tx, debit, credit) = (
         "(SELECT transaction_id FROM ledger_transfers LIMIT 1)",
         "(SELECT debit_account FROM ledger_transfers LIMIT 1)",
@@ -265,9 +269,7 @@ async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() 
     if !app.db.is_postgres() {
         return;
     }
-    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
-    let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
-    assert_eq!(r.body["RspCode"], "00");
+    paid_vnpay_payment(&app).await;
     let auditor = app.token(Role::Auditor).await;
     // The floor's premise is a rule of the database: a transfer is inserted only by a transaction
     // that already wrote (and so holds an id), never on its own.
