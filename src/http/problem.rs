@@ -243,6 +243,7 @@ impl From<StoreError> for Problem {
                 )
             }
             StoreError::Other(e) => Problem::internal(&e),
+            StoreError::Direct(e) => Problem::internal(&e),
             StoreError::Invariant(why) => Problem::internal(&format!("ledger invariant: {why}")),
         }
     }

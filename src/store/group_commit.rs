@@ -10,9 +10,10 @@
 //!
 //! On PostgreSQL each writer keeps a connection of its own ([`Store::dedicated_writer`]), with
 //! its prepared statements. On SQLite the writers run on a thread of their own, with a
-//! single-threaded runtime: a batch is a chain of hand-offs between the writer and the database
-//! connection, each of which, on the shared runtime, would wait behind hundreds of request
-//! handlers while the batch holds the one write lock.
+//! single-threaded runtime: a batch runs there through SQLite's C API and blocks that thread
+//! while it holds the one write lock (which no shared runtime worker may do), and whatever else
+//! holds that lock (sealing, log checkpoints) runs beside it instead of waiting behind hundreds of
+//! request handlers.
 //!
 //! Invariants: a caller is answered only after its batch committed (or failed); a batch that
 //! fails is retried one job per transaction, so one bad job cannot fail the others and no job is

@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::DatabaseConfig;
 
+mod direct;
 pub mod group_commit;
 pub mod idempotency;
 pub mod inbox;
@@ -162,6 +163,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
+    /// An error of SQLite itself on the direct path ([`direct`]).
+    #[error("database error: {0}")]
+    Direct(#[source] rusqlite::Error),
     /// A bookkeeping invariant would be broken; nothing was written.
     #[error("invariant: {0}")]
     Invariant(String),

@@ -10,16 +10,17 @@
 //! whatever the batching; ledger accounts are created in name order; a batch's ledger
 //! transaction rows are written before its transfers (the PostgreSQL sealer relies on it).
 //!
-//! Each backend reads and writes in the shape it handles best: SQLite packs the snapshot into one
-//! JSON row and writes multi-row `VALUES`; PostgreSQL binds arrays to statements that are
-//! prepared once per connection, so no batch pays for parsing and planning its own SQL.
+//! Each backend reads and writes in the shape it handles best: on SQLite the batch runs through
+//! SQLite's C API on the writer's thread, a prepared statement stepped once per row; PostgreSQL
+//! binds arrays to statements that are prepared once per connection, so no batch pays for
+//! parsing and planning its own SQL.
 
 mod postgres;
 mod sqlite;
 
 use std::collections::BTreeSet;
 
-use super::{Store, StoreError, StoreResult, begin_write};
+use super::{Store, StoreError, StoreResult};
 use crate::payments::batch::{BatchWrites, Job, JobOutcome, PaymentRef, Snapshot, plan};
 
 /// The payments a batch names: by id and by merchant reference.
@@ -52,17 +53,15 @@ impl Store {
     /// nothing of the batch was written.
     pub async fn apply_payment_batch(&self, jobs: &[Job]) -> StoreResult<Vec<JobOutcome>> {
         let keys = BatchKeys::of(jobs);
-        begin_write!(self, _pool, tx =>
-        sqlite: {
-            let outcomes = sqlite::apply(&mut tx, &keys, jobs).await?;
-            tx.commit().await?;
-            Ok(outcomes)
-        },
-        postgres: {
-            let outcomes = postgres::apply(&mut tx, &keys, jobs).await?;
-            tx.commit().await?;
-            Ok(outcomes)
-        })
+        match self {
+            Store::Sqlite(db) => db.write_direct(|tx| sqlite::apply(tx, &keys, jobs)).await,
+            Store::Postgres(db) => {
+                let mut tx = db.pool.begin().await?;
+                let outcomes = postgres::apply(&mut tx, &keys, jobs).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+        }
     }
 }
 
