@@ -24,8 +24,10 @@ use super::{SqliteDb, StoreError, StoreResult};
 
 impl SqliteDb {
     /// Runs `work` in one write transaction on the write connection, in this process's queue
-    /// for it (as [`super::begin_write!`]), on the calling thread. The thread is blocked while
-    /// the work runs: meant for the payment writer's own thread.
+    /// for it (as [`super::begin_write!`]), on the calling thread, which is blocked while the
+    /// work runs: payment batches, on the payment writer's own thread; the rare payment update
+    /// made outside the writer (a reconciliation's resolution, a provider refusing to start a
+    /// payment) holds a runtime worker for one batch of one, about a millisecond.
     pub(crate) async fn write_direct<T>(
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
