@@ -8,7 +8,7 @@
 //! with the payment writer's thread and it taking turns on each batch. Here the write
 //! connection's handle is locked out of sqlx's thread ([`sqlx::sqlite::LockedSqliteHandle`]) and
 //! driven with rusqlite from the payment writer's own thread: small statements prepared once per
-//! transaction and stepped once per row, rows read as they are, no hand-offs.
+//! transaction and stepped once per row, rows read as they are, one hand-off per transaction.
 //!
 //! Invariants: the work runs inside one `BEGIN IMMEDIATE` transaction that commits only if the
 //! work returns `Ok` and is rolled back otherwise (a panic included); the handle is used only
