@@ -10,8 +10,10 @@
 //! and the p50/p99/max latency of the callback requests (HDR histogram, microsecond resolution).
 //! With `--rate R` the clients are paced open-loop at R requests/s and a request's latency counts
 //! from the instant it was scheduled, so a client that falls behind does not hide queueing
-//! (coordinated omission). The clients open their connections and make their histograms before a
-//! timed phase, and its clock starts once they all run. `--half-rate-check` runs at full speed,
+//! (coordinated omission). Before a timed phase the setup's writes are made durable
+//! ([`Scratch::settle`]: PostgreSQL's `CHECKPOINT`), the clients — a minimal HTTP/1.1 load
+//! generator ([`client`]), each on a keep-alive connection of its own — open their connections and
+//! make their histograms, and the clock starts once they all run. `--half-rate-check` runs at full speed,
 //! then again on N new payments paced at half the measured peak request rate. With `--pgbench`
 //! (PostgreSQL only) it then runs `pgbench` (TPC-B-like, 8 clients, the timed phase's duration
 //! rounded up to at least 5 s) on a scratch database of the same server and prints the ratio
@@ -29,6 +31,7 @@
 //! database (SQLite folder or `paygate_bench_<random>` database) is removed at the end, also when
 //! a phase fails.
 
+mod client;
 mod pgbench;
 pub mod reconciliation;
 mod scratch;
@@ -233,7 +236,8 @@ async fn run_on(args: &BenchArgs, config: Config, scratch: &Scratch, pgbench: Op
     let vnpay_creds = config.providers.vnpay.credentials.clone();
     let app = Application::build(config).await.context("cannot start the service")?;
     let store = app.store().clone();
-    let base = format!("http://{}", app.local_addr());
+    let addr = app.local_addr();
+    let base = format!("http://{addr}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stop_rx.await;
@@ -242,6 +246,7 @@ async fn run_on(args: &BenchArgs, config: Config, scratch: &Scratch, pgbench: Op
     let bench = Bench {
         args: args.clone(),
         base,
+        addr,
         http: reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(args.concurrency)
@@ -268,6 +273,8 @@ async fn run_on(args: &BenchArgs, config: Config, scratch: &Scratch, pgbench: Op
 struct Bench {
     args: BenchArgs,
     base: String,
+    /// The service's address, for the timed phases' own client ([`client`]).
+    addr: SocketAddr,
     http: reqwest::Client,
     store: Store,
     tmn_code: String,
@@ -380,12 +387,14 @@ impl Bench {
         let mut all_payments = Vec::new();
         let first_label = if a.rate.is_some() { "paced run" } else { "full-speed run" };
         let payments = self.setup(&issuer, 0).await?;
+        settle(scratch).await;
         let first = self.fire(first_label, &payments, a.rate).await;
         print_phase(&first, a);
         all_payments.extend(payments);
         if a.half_rate_check {
             let half = first.requests_per_s() / 2.0;
             let payments = self.setup(&issuer, 1).await?;
+            settle(scratch).await;
             let second = self.fire("half-rate run", &payments, Some(half)).await;
             print_phase(&second, a);
             all_payments.extend(payments);
@@ -563,21 +572,28 @@ impl Bench {
         let k = self.args.deliveries;
         let mut order: Vec<usize> = (0..payments.len()).flat_map(|i| std::iter::repeat_n(i, k)).collect();
         order.shuffle(&mut rand::rng());
-        let urls: Arc<Vec<String>> =
-            Arc::new(order.iter().map(|&i| self.url(&format!("/callbacks/vnpay?{}", payments[i].ipn_query))).collect());
-        let total = urls.len();
+        // Requests as wire bytes, made before the clock starts.
+        let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+            order
+                .iter()
+                .map(|&i| client::get_request(self.addr, &format!("/callbacks/vnpay?{}", payments[i].ipn_query)))
+                .collect(),
+        );
+        let total = requests.len();
         let next = Arc::new(AtomicUsize::new(0));
         let clients = self.args.concurrency.min(total);
-        self.open_connections(clients).await;
         let mut tasks = tokio::task::JoinSet::new();
         // The clock starts once every client is running (all have reached `ready`): a paced
         // request is due from then on, not while the clients are still being started.
         let ready = Arc::new(tokio::sync::Barrier::new(clients + 1));
         let (starting, started) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
         for _ in 0..clients {
-            let (urls, next, http, mut started) = (urls.clone(), next.clone(), self.http.clone(), started.clone());
+            let (requests, next, addr, mut started) = (requests.clone(), next.clone(), self.addr, started.clone());
             let ready = ready.clone();
             tasks.spawn(async move {
+                // Opened before the clock starts, so the phase measures the service rather than
+                // `clients` TCP handshakes at once (a provider's servers keep theirs open).
+                let mut connection = client::Connection::open(addr).await;
                 // Made before the clock starts: a histogram is ~170 KB, and 256 clients making
                 // theirs after it held the first requests back by up to ~100 ms, which showed as
                 // a backlog in every run's first 0.1 s (docs/callback-benchmark.md, machine (f)).
@@ -592,7 +608,7 @@ impl Bench {
                 let mut examples = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= urls.len() {
+                    if i >= requests.len() {
                         break;
                     }
                     // Paced: request i is due at start + i/rate, and its latency counts from then.
@@ -604,7 +620,7 @@ impl Bench {
                         }
                         None => tokio::time::Instant::now(),
                     };
-                    let code = match deliver(&http, &urls[i]).await {
+                    let code = match deliver(&mut connection, &requests[i]).await {
                         Ok(code) => code,
                         Err((code, example)) => {
                             if examples.len() < EXAMPLES {
@@ -649,26 +665,6 @@ impl Bench {
         let cpu = cpu_before.zip(process_cpu()).map(|(before, after)| after.saturating_sub(before));
         error_examples.truncate(EXAMPLES);
         PhaseReport { label: label.to_string(), rate, requests: total, wall, cpu, histogram, codes, error_examples }
-    }
-
-    /// Opens the clients' keep-alive connections before a timed phase, so that it measures the
-    /// service rather than `clients` TCP handshakes at once (a provider's servers keep theirs
-    /// open): as many `/healthz` requests at once as there will be clients.
-    async fn open_connections(&self, clients: usize) {
-        let gate = Arc::new(tokio::sync::Barrier::new(clients));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..clients {
-            let (gate, http, url) = (gate.clone(), self.http.clone(), self.url("/healthz"));
-            tasks.spawn(async move {
-                gate.wait().await;
-                // Read to the end, so the connection goes back to the pool; a failure here shows
-                // in the timed phase's own replies.
-                if let Ok(reply) = http.get(url).send().await {
-                    let _ = reply.bytes().await;
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
     }
 
     /// Every payment succeeded once, by its callback, and nothing is owed back.
@@ -857,20 +853,39 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
-/// One IPN delivery: `Ok(RspCode)` for a 200 JSON reply, else `Err((bucket, example))`.
-async fn deliver(http: &reqwest::Client, url: &str) -> Result<String, (String, String)> {
-    let resp = http.get(url).send().await.map_err(|e| ("transport".to_string(), format!("transport: {e}")))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| ("transport".to_string(), format!("reading the reply: {e}")))?;
-    if !status.is_success() {
-        return Err((format!("http {}", status.as_u16()), format!("HTTP {status}: {}", truncate(&text, 200))));
+/// Makes the setup's writes durable before the clock starts ([`Scratch::settle`]); a failure
+/// is reported and the run goes on.
+async fn settle(scratch: &Scratch) {
+    match scratch.settle().await {
+        Ok(Some(took)) => println!("setup written back: CHECKPOINT in {:.1} s", took.as_secs_f64()),
+        Ok(None) => {}
+        Err(e) => eprintln!("paygate bench: warning: the setup's writes were not made durable first: {e:#}"),
     }
-    let body: Value = serde_json::from_str(&text)
-        .map_err(|_| ("bad reply".to_string(), format!("not JSON: {}", truncate(&text, 200))))?;
-    match body["RspCode"].as_str() {
-        Some(code) if code == "00" || code == "02" => Ok(code.to_string()),
-        Some(code) => Err((code.to_string(), format!("RspCode {code}: {}", body["Message"]))),
-        None => Err(("bad reply".to_string(), format!("no RspCode: {}", truncate(&text, 200)))),
+}
+
+/// One IPN delivery: `Ok(RspCode)` for a 200 JSON reply, else `Err((bucket, example))`.
+async fn deliver(connection: &mut client::Connection, request: &[u8]) -> Result<String, (String, String)> {
+    #[derive(serde::Deserialize)]
+    struct IpnAnswer {
+        #[serde(rename = "RspCode")]
+        code: Option<String>,
+        #[serde(rename = "Message")]
+        message: Option<String>,
+    }
+    let reply = connection.get(request).await.map_err(|e| ("transport".to_string(), format!("transport: {e}")))?;
+    let text = || truncate(&String::from_utf8_lossy(&reply.body), 200);
+    if reply.status != 200 {
+        return Err((format!("http {}", reply.status), format!("HTTP {}: {}", reply.status, text())));
+    }
+    let answer: IpnAnswer =
+        serde_json::from_slice(&reply.body).map_err(|_| ("bad reply".to_string(), format!("not JSON: {}", text())))?;
+    match answer.code {
+        Some(code) if code == "00" || code == "02" => Ok(code),
+        Some(code) => {
+            let message = answer.message.unwrap_or_default();
+            Err((code.clone(), format!("RspCode {code}: {message}")))
+        }
+        None => Err(("bad reply".to_string(), format!("no RspCode: {}", text()))),
     }
 }
 

@@ -187,3 +187,25 @@ async fn reconcile_reads_a_file_once_and_refuses_another_providers_file_whole() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing written") && err.contains("TransactionNo"), "{err}");
 }
+
+#[tokio::test]
+async fn the_callback_benchmark_confirms_each_payment_once_and_its_checks_pass() {
+    // A small run of the README's command on this suite's backend: duplicates race, the report's
+    // checks (exactly once, the chain verifies) must pass and the summary must say so.
+    let db = TestDb::fresh().await;
+    let mut cmd = paygate(&db);
+    cmd.args(["bench", "--payments", "40", "--deliveries", "2", "--concurrency", "8"]);
+    match std::env::var("PAYGATE_TEST_DATABASE_URL") {
+        Ok(admin) if db.is_postgres() => cmd.args(["--backend", "postgres", "--database-url", &admin]),
+        _ => cmd.args(["--backend", "sqlite"]),
+    };
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["payments"], 40);
+    assert_eq!(summary["errors"], 0, "{stdout}");
+    assert_eq!(summary["exactly_once"], true, "{stdout}");
+    assert_eq!(summary["ledger_verified"], true, "{stdout}");
+    assert!(stdout.contains("00 × 40, 02 × 40"), "one confirmation and one duplicate answer per payment: {stdout}");
+}
