@@ -93,7 +93,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     pub backend: Backend,
     /// PostgreSQL only: the server to use, as the URL of an existing database to connect to as an
-    /// administrator; the benchmark creates `paygate_bench_<random>` there and drops it at the end.
+    /// administrator (CREATEDB; superuser or `pg_checkpoint` for the CHECKPOINT before each timed
+    /// phase); the benchmark creates `paygate_bench_<random>` there and drops it at the end.
     /// [default: postgres://postgres@127.0.0.1:5432/test]
     #[arg(long)]
     pub database_url: Option<String>,
