@@ -51,7 +51,7 @@ impl Scratch {
     /// writes and syncs every dirty page. Without it the kernel wrote back the setup's ~100 MB
     /// some 30 s later — during the half-rate phase, whose commits then waited behind it (seen
     /// as `Dirty` in `/proc/meminfo` falling from 119 to 25 MB as the phase began, and a p99 of
-    /// 72–102 ms against 28–44 ms on runs it missed). SQLite syncs its file at each checkpoint
+    /// 72–100 ms against 28–44 ms on runs it missed). SQLite syncs its file at each checkpoint
     /// already. Returns how long it took; `None` when there was nothing to do.
     pub(super) async fn settle(&self) -> anyhow::Result<Option<std::time::Duration>> {
         let Scratch::Postgres { url, .. } = self else {
