@@ -45,7 +45,8 @@ pub async fn run_checkpoints(state: AppState, mut stop: tokio::sync::watch::Rece
 /// Seals the ledger every `ledger.seal_interval_ms` until `stop` turns true. It is started beside
 /// the payment writers ([`crate::store::group_commit::PaymentWriter::spawn`]): on SQLite a sealing
 /// round holds the same write lock as a payment batch, and on the writers' thread its statements
-/// are not queued behind request handlers while it holds it.
+/// are not queued behind request handlers while it holds it. (On SQLite payment batches chain
+/// their own transfers; these rounds chain what other writers leave, and usually find nothing.)
 pub async fn run_sealing(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut seal_every = tokio::time::interval(StdDuration::from_millis(state.config.ledger.seal_interval_ms.max(1)));
     seal_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -7,10 +7,12 @@
 //!   [`PostingPlan::new`] also checks that a plan's transfers add up to the money it accounts for.
 //! - Nothing is ever edited: a correction is a new transaction that `corrects` an earlier one.
 //! - The chain: each sealed transfer has a gap-free `seq` and
-//!   `hash = SHA-256(prev_hash ‖ canonical bytes)`, starting from [`GENESIS`]. Sealing happens
-//!   after the transfer committed (see `store::ledger`), in its own short transaction, so the
-//!   chain is not a global lock on the path that confirms payments: confirmations only insert
-//!   rows, and one sealer round chains thousands of them at once.
+//!   `hash = SHA-256(prev_hash ‖ canonical bytes)`, starting from [`GENESIS`]. On PostgreSQL
+//!   sealing happens after the transfer committed (see `store::ledger`), in its own short
+//!   transaction, so the chain is not a global lock on the path that confirms payments:
+//!   confirmations only insert rows, and one sealer round chains thousands of them at once. On
+//!   SQLite, where every write already holds the one write lock, a payment batch chains its own
+//!   transfers before it commits.
 
 use sha2::{Digest, Sha256};
 

@@ -91,10 +91,6 @@ pub(crate) use begin_write;
 /// 4,266–4,655 confirmed/s in the benchmark against 4,564–4,976 with this.)
 const RESTART_WAL_AT: i64 = 12_000;
 
-/// Rows per multi-row statement: under both backends' limits on bound parameters (SQLite 32,766;
-/// PostgreSQL 65,535) for the widest row (the inbox's 16 columns).
-pub(crate) const ROWS_PER_STATEMENT: usize = 500;
-
 /// PostgreSQL: for the rest of the transaction, plan lookups by key as index scans in nested
 /// loops, and use each prepared statement's generic plan rather than planning it again for every
 /// call (`set_config(…, true)` is `SET LOCAL`). For the statements that find a few hundred rows by
@@ -104,22 +100,6 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 pub(crate) const PG_KEYED_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
      set_config('enable_bitmapscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
      set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)";
-
-/// Runs `INSERT`/`UPDATE` statements with multi-row `VALUES`, [`ROWS_PER_STATEMENT`] rows at a
-/// time; evaluates to the rows affected. `$head` precedes `VALUES`, `$tail` follows it.
-macro_rules! values_statements {
-    ($tx:ident, $head:expr, $rows:expr, $tail:expr, |$b:ident, $r:ident| $push:block) => {{
-        let mut affected = 0u64;
-        for chunk in $rows.chunks($crate::store::ROWS_PER_STATEMENT) {
-            let mut qb = sqlx::QueryBuilder::new($head);
-            qb.push_values(chunk, |mut $b, $r| $push);
-            qb.push($tail);
-            affected += qb.build().persistent(false).execute(&mut *$tx).await?.rows_affected();
-        }
-        affected
-    }};
-}
-pub(crate) use values_statements;
 
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]

@@ -320,6 +320,90 @@ async fn a_posting_that_commits_after_later_ones_were_sealed_is_still_chained() 
     assert_eq!(r.body["sealed"], app.count("ledger_transfers").await, "{}", r.text);
 }
 
+/// On SQLite a payment batch chains its transfers before it commits: a confirmed payment's
+/// entries carry their place in the chain as soon as the callback is answered, with the
+/// background sealer held off; a transfer left unsealed by another writer is chained first, in
+/// id order. On PostgreSQL the entries wait for the sealer.
+#[tokio::test]
+async fn on_sqlite_a_confirmation_is_chained_in_its_own_commit() {
+    let app = TestApp::spawn_with(|c| c.ledger.seal_interval_ms = 3_600_000).await;
+    let auditor = app.token(Role::Auditor).await;
+    let entries = |id: String| {
+        let (app, auditor) = (&app, &auditor);
+        async move {
+            let r = app.get(&format!("/v1/ledger/entries?payment_id={id}"), Some(auditor)).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.body["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64()).collect::<Vec<_>>()
+        }
+    };
+    let (_, first, _, _) = paid_vnpay_payment(&app).await;
+    if !app.db.is_postgres() {
+        assert_eq!(entries(first.clone()).await, [Some(1), Some(2)]);
+        // A transfer another writer left unsealed (as the sealer would find it) …
+        let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
+        sqlx::query(
+            "INSERT INTO ledger_transactions (id, posting_key, kind, payment_id, notice_code, corrects, memo, created_at) \
+             VALUES ('lt_other', 'test:other', 'test', NULL, NULL, NULL, 'left unsealed', '2026-12-06T08:00:00+00:00')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO ledger_transfers (transaction_id, debit_account, credit_account, amount, created_at) \
+             SELECT 'lt_other', debit_account, credit_account, 1, '2026-12-06T08:00:00+00:00' FROM ledger_transfers LIMIT 1",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // … is chained by the next batch, before that batch's own.
+        let (_, second, _, _) = paid_vnpay_payment(&app).await;
+        assert_eq!(entries(second).await, [Some(4), Some(5)]);
+        assert_eq!(
+            app.scalar(
+                "SELECT seq FROM ledger_seals s JOIN ledger_transfers t ON t.id = s.transfer_id \
+             WHERE t.transaction_id = 'lt_other'"
+            )
+            .await,
+            3
+        );
+    } else {
+        assert_eq!(entries(first.clone()).await, [None, None]);
+    }
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["ok"].clone(), r.body["unsealed"].clone()), (json!(true), json!(0)), "{}", r.text);
+    assert_eq!(entries(first).await, [Some(1), Some(2)]);
+    app.assert_ledger_invariants().await;
+}
+
+/// On SQLite a batch whose sealing fails still confirms its payments: the seals roll back to a
+/// savepoint and the sealer chains the transfers later.
+#[tokio::test]
+async fn a_sealing_failure_inside_a_batch_leaves_the_confirmation_and_the_sealer_catches_up() {
+    let app = TestApp::spawn_with(|c| c.ledger.seal_interval_ms = 3_600_000).await;
+    if app.db.is_postgres() {
+        return;
+    }
+    let mut conn = sqlx::SqliteConnection::connect(app.db.url()).await.unwrap();
+    sqlx::query("CREATE TRIGGER refuse_seals BEFORE INSERT ON ledger_seals BEGIN SELECT RAISE(ABORT, 'no seals'); END")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (code, id, _, amount) = paid_vnpay_payment(&app).await;
+    let auditor = app.token(Role::Auditor).await;
+    let r = app.get(&format!("/v1/payments/{id}"), None).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.text);
+    assert_eq!(app.scalar(&format!("SELECT COUNT(*) FROM notices WHERE code = '{code}' AND status = 'paid'")).await, 1);
+    assert_eq!(app.count("ledger_transfers").await, 2);
+    assert_eq!(app.count("ledger_seals").await, 0);
+    sqlx::query("DROP TRIGGER refuse_seals").execute(&mut conn).await.unwrap();
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["ok"].clone(), r.body["sealed"].clone()), (json!(true), json!(2)), "{}", r.text);
+    let r = app.get("/v1/ledger/accounts", Some(&auditor)).await;
+    let clearing = r.body.as_array().unwrap().iter().find(|a| a["account"] == "provider_clearing:vnpay").cloned();
+    assert_eq!(clearing.map(|a| a["balance"].clone()), Some(json!(amount)), "{}", r.text);
+    app.assert_ledger_invariants().await;
+}
+
 /// A service with three confirmed VNPAY payments (six transfers), its chain verified whole, and
 /// an auditor's token.
 async fn three_payments_sealed() -> (TestApp, String) {

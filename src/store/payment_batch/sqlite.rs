@@ -9,18 +9,41 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{BatchKeys, decide, expect_rows, posting_accounts};
+use crate::background::SEAL_BATCH;
 use crate::payments::batch::{
     BatchWrites, Job, JobOutcome, NoticeState, PAYMENT_STATE_COLUMNS, PaymentState, Snapshot,
 };
 use crate::store::StoreResult;
 use crate::store::direct::sqlite_time;
+use crate::store::ledger::seal_in_transaction;
 
 /// Reads, decides and writes one batch inside the caller's write transaction.
 pub(super) fn apply(tx: &Transaction<'_>, keys: &BatchKeys, jobs: &[Job]) -> StoreResult<Vec<JobOutcome>> {
     let snapshot = if keys.is_empty() { Snapshot::default() } else { snapshot(tx, keys)? };
     let (writes, outcomes) = decide(snapshot, jobs)?;
     write(tx, &writes)?;
+    seal(tx, &writes)?;
     Ok(outcomes)
+}
+
+/// Chains the batch's transfers — and, oldest first, up to [`SEAL_BATCH`] left unsealed before
+/// them — in the batch's own transaction ([`seal_in_transaction`]). A failure there costs the
+/// batch nothing: its seals are rolled back to a savepoint, logged, and the background sealer
+/// chains the transfers later; the payments still commit.
+fn seal(tx: &Transaction<'_>, writes: &BatchWrites) -> StoreResult<()> {
+    let transfers: usize = writes.postings.iter().map(|p| p.plan.transfers.len()).sum();
+    if transfers == 0 {
+        return Ok(());
+    }
+    tx.execute_batch("SAVEPOINT batch_seals")?;
+    match seal_in_transaction(tx, transfers as i64 + SEAL_BATCH) {
+        Ok(_) => tx.execute_batch("RELEASE batch_seals")?,
+        Err(e) => {
+            tracing::warn!(error = %e, "sealing inside a payment batch failed; the background sealer will chain it");
+            tx.execute_batch("ROLLBACK TO batch_seals; RELEASE batch_seals")?;
+        }
+    }
+    Ok(())
 }
 
 fn payment_state(row: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentState> {
