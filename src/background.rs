@@ -11,12 +11,7 @@ use std::time::Duration as StdDuration;
 
 use crate::app::AppState;
 
-/// Transfers chained per sealing transaction. A sealing transaction holds SQLite's one write lock
-/// (and, on PostgreSQL, the rows it reads and writes) for as long as it takes, and payment batches
-/// wait behind it: at 500, on the slowest machine measured, a round at 1,000 confirmations/s held
-/// the writer twice for ~20 ms and the callbacks' p99 was 43–51 ms; at 128, 19–21 ms
-/// (docs/callback-benchmark.md, machine (j)).
-pub const SEAL_BATCH: i64 = 128;
+pub use crate::store::ledger::SEAL_BATCH;
 
 /// How often the SQLite write-ahead log is checkpointed in the background.
 const CHECKPOINT_EVERY: StdDuration = StdDuration::from_millis(100);

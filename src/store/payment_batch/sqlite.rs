@@ -9,13 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{BatchKeys, decide, expect_rows, posting_accounts};
-use crate::background::SEAL_BATCH;
 use crate::payments::batch::{
     BatchWrites, Job, JobOutcome, NoticeState, PAYMENT_STATE_COLUMNS, PaymentState, Snapshot,
 };
 use crate::store::StoreResult;
 use crate::store::direct::sqlite_time;
-use crate::store::ledger::seal_in_transaction;
+use crate::store::ledger::{SEAL_BATCH, seal_in_transaction};
 
 /// Reads, decides and writes one batch inside the caller's write transaction.
 pub(super) fn apply(tx: &Transaction<'_>, keys: &BatchKeys, jobs: &[Job]) -> StoreResult<Vec<JobOutcome>> {
@@ -26,8 +25,9 @@ pub(super) fn apply(tx: &Transaction<'_>, keys: &BatchKeys, jobs: &[Job]) -> Sto
     Ok(outcomes)
 }
 
-/// Chains the batch's transfers — and, oldest first, up to [`SEAL_BATCH`] left unsealed before
-/// them — in the batch's own transaction ([`seal_in_transaction`]). A failure there costs the
+/// Chains, oldest first, as many unsealed transfers as the batch wrote plus [`SEAL_BATCH`], in the
+/// batch's own transaction ([`seal_in_transaction`]): the batch's own and up to that many left
+/// before them (with more left, the oldest; the batch's own follow later). A failure there costs the
 /// batch nothing: its seals are rolled back to a savepoint, logged, and the background sealer
 /// chains the transfers later; the payments still commit.
 fn seal(tx: &Transaction<'_>, writes: &BatchWrites) -> StoreResult<()> {
