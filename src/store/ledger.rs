@@ -16,11 +16,12 @@ use rusqlite::OptionalExtension;
 use super::{Store, StoreError, StoreResult, now, on_pool};
 use crate::ledger::{Anchor, AnchorCheck, BrokenLink, ChainedTransfer, GENESIS, Seal, chain_hash, verify_links};
 
-/// Transfers chained per sealing transaction. A sealing transaction holds SQLite's one write lock
-/// (and, on PostgreSQL, the rows it reads and writes) for as long as it takes, and payment batches
-/// wait behind it: at 500, on the slowest machine measured, a round at 1,000 confirmations/s held
-/// the writer twice for ~20 ms and the callbacks' p99 was 43–51 ms; at 128, 19–21 ms
-/// (docs/callback-benchmark.md, machine (j)).
+/// Transfers chained per sealing round; on SQLite also how many left unsealed by other writers a
+/// payment batch chains besides its own. On SQLite a round holds the one write lock, and payment
+/// batches wait behind it: at 500, on the slowest machine measured, a round at 1,000
+/// confirmations/s held the writer twice for ~20 ms and the callbacks' p99 was 43–51 ms; at 128,
+/// 19–21 ms (docs/callback-benchmark.md, machine (j)). On PostgreSQL payment batches never wait on a
+/// round; rounds of 1,024 and 4,096 ran the benchmark no faster (machine (n)).
 pub const SEAL_BATCH: i64 = 128;
 
 /// One link of the chain as a sealing round writes it: (seq, transfer id, previous hash, hash).
@@ -77,15 +78,9 @@ pub(crate) fn seal_in_transaction(tx: &rusqlite::Connection, limit: i64) -> Stor
         "{CHAIN_SELECT} LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.transfer_id IS NULL AND t.id > ?1 \
          ORDER BY t.id LIMIT ?2"
     ))?;
+    // Times are the RFC 3339 text sqlx writes, read back to the microsecond (rusqlite's `chrono`).
     let rows = unsealed
         .query_map(rusqlite::params![floor, limit], |r| {
-            // Times are the RFC 3339 text sqlx stores, read back to the microsecond.
-            let time = |i: usize| -> rusqlite::Result<DateTime<Utc>> {
-                let text: String = r.get(i)?;
-                DateTime::parse_from_rfc3339(&text)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-            };
             Ok(ChainRow {
                 seq: None,
                 prev_hash: None,
@@ -100,9 +95,9 @@ pub(crate) fn seal_in_transaction(tx: &rusqlite::Connection, limit: i64) -> Stor
                 debit_account: r.get(10)?,
                 credit_account: r.get(11)?,
                 amount: r.get(12)?,
-                created_at: time(13)?,
+                created_at: r.get(13)?,
                 memo: r.get(14)?,
-                transaction_created_at: time(15)?,
+                transaction_created_at: r.get(15)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<ChainRow>>>()?;
