@@ -4,9 +4,9 @@
 //! inbox); done one callback per transaction, a busy gateway spends its time on round trips and
 //! commits, and on SQLite writers queue for the one write lock. Instead, callers hand their
 //! update to a [`PaymentWriter`], whose writer task takes whatever has queued up (at most
-//! `max_batch`), applies it with [`Store::apply_payment_batch`] — one statement per table — and
-//! answers each caller. While one batch commits, the next one gathers, so the batch grows with the
-//! load and a lone callback is written at once.
+//! `max_batch`), applies it with [`Store::apply_payment_batch`] — statements per batch, not per
+//! callback — and answers each caller. While one batch commits, the next one gathers, so the batch
+//! grows with the load and a lone callback is written at once.
 //!
 //! On PostgreSQL each writer keeps a connection of its own ([`Store::dedicated_writer`]), with
 //! its prepared statements. On SQLite the writers run on a thread of their own, with a

@@ -1,5 +1,6 @@
 //! Applying a batch of payment updates in one transaction: read what the batch names, let
-//! [`crate::payments::batch::plan`] decide, write the result with one statement per table.
+//! [`crate::payments::batch::plan`] decide, write the result (one statement per table on SQLite,
+//! one statement for all of them on PostgreSQL).
 //!
 //! Invariants: all of a batch commits or none of it; on PostgreSQL the batch's notices and then
 //! its payments are locked `FOR UPDATE` in id order (the lock order of every other writer:
@@ -56,7 +57,12 @@ impl Store {
         match self {
             Store::Sqlite(db) => db.write_direct(|tx| sqlite::apply(tx, &keys, jobs)).await,
             Store::Postgres(db) => {
-                let mut tx = db.pool.begin().await?;
+                // One round trip: the plan settings, and the transaction's id taken at once. The
+                // batch's writes are one statement whose parts run in no set order, and the
+                // ledger's transfers must be inserted by a transaction that already holds its id
+                // (migration 0007), even when the inbox row is what would have assigned it.
+                let begin = format!("BEGIN; {}; SELECT pg_current_xact_id()", crate::store::PG_KEYED_PLANS);
+                let mut tx = db.pool.begin_with(begin).await?;
                 let outcomes = postgres::apply(&mut tx, &keys, jobs).await?;
                 tx.commit().await?;
                 Ok(outcomes)
