@@ -100,7 +100,8 @@ const RESTART_WAL_AT: i64 = 12_000;
 /// plan cannot tell an `= ANY($1)` of a few hundred keys from a large one, and a plan that starts
 /// two worker processes for every batch's statement cost more than it saved (the payment batch's
 /// sequence numbers, read in one `UNION ALL`, were planned that way: 3,808 confirmed/s over
-/// 40,000 payments against 5,753 before that statement, with ~190 workers started in 2.5 s).
+/// 40,000 payments against 5,753 before that statement, both under `perf`, which counted ~190
+/// workers started in 2.5 s).
 pub(crate) const PG_KEYED_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
      set_config('enable_bitmapscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
      set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true), \
