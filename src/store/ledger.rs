@@ -401,9 +401,9 @@ impl Store {
         // (floor used, floor proved once this round has sealed everything it found)
         let pg_floor = db.seal_floor.lock().map_err(|_| poisoned())?.at(xmin);
         // A new mark: the ids handed out so far, then a transaction id assigned after reading
-        // them (this round's own). Every posting inserts its ledger transaction row, and so
-        // holds a transaction id, before its transfers take ids: each transaction holding one
-        // of these ids has a lower transaction id.
+        // them (this round's own). Every posting's database transaction holds its id before its
+        // transfers take ids (migration 0007's trigger rejects a transfer inserted otherwise):
+        // each transaction holding one of these ids has a lower transaction id.
         let new_mark = if handed_out > noted {
             let xid: i64 = sqlx::query_scalar(PG_OWN_TRANSACTION).fetch_one(&mut *tx).await?;
             Some((handed_out, xid))

@@ -8,8 +8,9 @@
 //! is written only where its status is still what the batch read, and a notice is marked paid only
 //! where it is still unpaid — a count that differs aborts the whole batch; posting keys and
 //! outbox dedupe keys stay unique in the database, so a money event is posted at most once
-//! whatever the batching; ledger accounts are created in name order; a batch's ledger
-//! transaction rows are written before its transfers (the PostgreSQL sealer relies on it).
+//! whatever the batching; ledger accounts are created in name order; a batch's database
+//! transaction holds its id before any transfer takes one (the PostgreSQL sealer relies on it,
+//! migration 0007 checks it).
 //!
 //! Each backend reads and writes in the shape it handles best: on SQLite the batch runs through
 //! SQLite's C API on the writer's thread, a prepared statement stepped once per row; PostgreSQL
@@ -20,6 +21,7 @@ mod postgres;
 mod sqlite;
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use super::{Store, StoreError, StoreResult};
 use crate::payments::batch::{BatchWrites, Job, JobOutcome, PaymentRef, Snapshot, plan};
@@ -49,6 +51,14 @@ impl BatchKeys {
     }
 }
 
+/// A PostgreSQL batch's `BEGIN`, in one round trip with the plan settings and the transaction's
+/// id. The batch's writes are one statement whose parts PostgreSQL does not promise to run in any
+/// order, and the ledger's transfers must be inserted by a transaction that already holds its id
+/// (migration 0007): in a batch that locks no row, the inbox's insert would be what assigns it.
+/// (PostgreSQL 15 happens to run that insert first, so no test can show the other order.)
+static PG_BEGIN_BATCH: LazyLock<String> =
+    LazyLock::new(|| format!("BEGIN; {}; SELECT pg_current_xact_id()", super::PG_KEYED_PLANS));
+
 impl Store {
     /// Applies `jobs` in one transaction and returns each one's outcome, in order. An error means
     /// nothing of the batch was written.
@@ -57,12 +67,7 @@ impl Store {
         match self {
             Store::Sqlite(db) => db.write_direct(|tx| sqlite::apply(tx, &keys, jobs)).await,
             Store::Postgres(db) => {
-                // One round trip: the plan settings, and the transaction's id taken at once. The
-                // batch's writes are one statement whose parts run in no set order, and the
-                // ledger's transfers must be inserted by a transaction that already holds its id
-                // (migration 0007), even when the inbox row is what would have assigned it.
-                let begin = format!("BEGIN; {}; SELECT pg_current_xact_id()", crate::store::PG_KEYED_PLANS);
-                let mut tx = db.pool.begin_with(begin).await?;
+                let mut tx = db.pool.begin_with(PG_BEGIN_BATCH.as_str()).await?;
                 let outcomes = postgres::apply(&mut tx, &keys, jobs).await?;
                 tx.commit().await?;
                 Ok(outcomes)

@@ -11,7 +11,7 @@
 //! locks; the tables' `AFTER` triggers (the ledger's reference checks, the history's foreign key)
 //! run once the whole statement is done, so they see every row it wrote. The transfers' `BEFORE`
 //! trigger (migration 0007) asks that the transaction already hold its id, which it took at
-//! `BEGIN` ([`super::Store::apply_payment_batch`]).
+//! `BEGIN` (`PG_BEGIN_BATCH` in the parent module).
 
 use std::sync::LazyLock;
 
