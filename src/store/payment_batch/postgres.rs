@@ -4,9 +4,10 @@
 //! analyse and plan a new statement for every batch (about 9% of the machine in the callback
 //! benchmark, per `perf`).
 //!
-//! A batch is six round trips: begin (with the plan settings and the transaction's id), lock the
-//! notices, lock the payments, read the sequence numbers and notice lines, write everything,
-//! commit. The writes are one statement of data-modifying CTEs: each runs to completion whether
+//! A batch is six statements' round trips: begin (with the plan settings and the transaction's
+//! id), lock the notices, lock the payments, read the sequence numbers and notice lines, write
+//! everything, commit. (The writer's pool adds two of its own: sqlx checks the connection when it
+//! is taken and when it goes back.) The writes are one statement of data-modifying CTEs: each runs to completion whether
 //! or not the final `SELECT` reads it, in no set order, all seeing the snapshot taken after the
 //! locks; the tables' `AFTER` triggers (the ledger's reference checks, the history's foreign key)
 //! run once the whole statement is done, so they see every row it wrote. The transfers' `BEFORE`
