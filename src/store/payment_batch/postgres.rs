@@ -7,12 +7,12 @@
 //! A batch is six statements' round trips: begin (with the plan settings and the transaction's
 //! id), lock the notices, lock the payments, read the sequence numbers and notice lines, write
 //! everything, commit. (The writer's pool adds two of its own: sqlx checks the connection when it
-//! is taken and when it goes back.) The writes are one statement of data-modifying CTEs: each runs to completion whether
-//! or not the final `SELECT` reads it, in no set order, all seeing the snapshot taken after the
-//! locks; the tables' `AFTER` triggers (the ledger's reference checks, the history's foreign key)
-//! run once the whole statement is done, so they see every row it wrote. The transfers' `BEFORE`
-//! trigger (migration 0007) asks that the transaction already hold its id, which it took at
-//! `BEGIN` (`PG_BEGIN_BATCH` in the parent module).
+//! is taken and when it goes back.) The writes are one statement of data-modifying CTEs: each
+//! runs to completion whether or not the final `SELECT` reads it, in no set order, all seeing the
+//! snapshot taken after the locks; the tables' `AFTER` triggers (the ledger's reference checks,
+//! the history's foreign key) run once the whole statement is done, so they see every row it
+//! wrote. The transfers' `BEFORE` trigger (migration 0007) asks that the transaction already hold
+//! its id, which it took at `BEGIN` (`PG_BEGIN_BATCH` in the parent module).
 
 use std::sync::LazyLock;
 
