@@ -29,12 +29,13 @@ type Link = (i64, i64, String, String);
 
 /// Chains `rows` (unsealed transfers, in id order) after the chain's head, if any: the links a
 /// round writes.
-fn chain(head: Option<(i64, String)>, rows: &[ChainRow]) -> Vec<Link> {
+fn chain(head: Option<(i64, String)>, rows: Vec<ChainRow>) -> Vec<Link> {
     let (mut seq, mut prev) = head.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
     let mut links = Vec::with_capacity(rows.len());
     for row in rows {
-        let hash = chain_hash(&prev, &row.transfer());
-        links.push((seq, row.transfer_id, std::mem::replace(&mut prev, hash.clone()), hash));
+        let transfer = row.into_transfer();
+        let hash = chain_hash(&prev, &transfer);
+        links.push((seq, transfer.transfer_id, std::mem::replace(&mut prev, hash.clone()), hash));
         seq += 1;
     }
     links
@@ -101,7 +102,7 @@ pub(crate) fn seal_in_transaction(tx: &rusqlite::Connection, limit: i64) -> Stor
             })
         })?
         .collect::<rusqlite::Result<Vec<ChainRow>>>()?;
-    let links = chain(head.map(|(seq, _, hash)| (seq, hash)), &rows);
+    let links = chain(head.map(|(seq, _, hash)| (seq, hash)), rows);
     let mut insert = tx.prepare_cached(
         "INSERT INTO ledger_seals (seq, transfer_id, prev_hash, hash, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -185,22 +186,33 @@ struct ChainRow {
 }
 
 impl ChainRow {
-    fn transfer(&self) -> ChainedTransfer {
+    /// What the hash covers, moved out of the row (sealing builds one per transfer).
+    fn into_transfer(self) -> ChainedTransfer {
         ChainedTransfer {
             transfer_id: self.transfer_id,
-            transaction_id: self.transaction_id.clone(),
-            posting_key: self.posting_key.clone(),
-            kind: self.kind.clone(),
-            payment_id: self.payment_id.clone(),
-            notice_code: self.notice_code.clone(),
-            corrects: self.corrects.clone(),
-            debit: self.debit_account.clone(),
-            credit: self.credit_account.clone(),
+            transaction_id: self.transaction_id,
+            posting_key: self.posting_key,
+            kind: self.kind,
+            payment_id: self.payment_id,
+            notice_code: self.notice_code,
+            corrects: self.corrects,
+            debit: self.debit_account,
+            credit: self.credit_account,
             amount: self.amount,
             created_at_micros: self.created_at.timestamp_micros(),
-            memo: self.memo.clone(),
+            memo: self.memo,
             transaction_created_at_micros: self.transaction_created_at.timestamp_micros(),
         }
+    }
+
+    /// A sealed row as verification reads it.
+    fn into_seal(mut self) -> Seal {
+        let (seq, prev_hash, hash) = (
+            self.seq.unwrap_or_default(),
+            self.prev_hash.take().unwrap_or_default(),
+            self.hash.take().unwrap_or_default(),
+        );
+        Seal { seq, prev_hash, hash, transfer: self.into_transfer() }
     }
 }
 
@@ -421,15 +433,14 @@ impl Store {
             sqlx::query_as("SELECT seq, hash FROM ledger_seals ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
-        let links = chain(head, &rows);
+        let (sealed, last_id) = (rows.len(), rows.last().map(|r| r.transfer_id));
+        let links = chain(head, rows);
         if !links.is_empty() {
             insert_seals_pg(&mut tx, &links, now()).await?;
         }
         tx.commit().await?;
         // Everything visible above the floor up to the last row sealed is now sealed (all of it
         // if the round was not cut short by `limit`).
-        let sealed = rows.len();
-        let last_id = rows.last().map(|r| r.transfer_id);
         let proved = if (sealed as i64) < limit { pg_floor.1 } else { pg_floor.1.min(last_id.unwrap_or(0)) };
         let mut floor = db.seal_floor.lock().map_err(|_| poisoned())?;
         floor.raise(proved);
@@ -454,15 +465,7 @@ impl Store {
             let rows: Vec<ChainRow> = on_pool!(self, pool => {
                 sqlx::query_as(&select).bind(next_seq).bind(batch).fetch_all(pool).await
             })?;
-            let links: Vec<Seal> = rows
-                .iter()
-                .map(|r| Seal {
-                    seq: r.seq.unwrap_or_default(),
-                    prev_hash: r.prev_hash.clone().unwrap_or_default(),
-                    hash: r.hash.clone().unwrap_or_default(),
-                    transfer: r.transfer(),
-                })
-                .collect();
+            let links: Vec<Seal> = rows.into_iter().map(ChainRow::into_seal).collect();
             let outcome = verify_links(&prev, next_seq, &links);
             // The links before the broken one (all of them if none is) verified.
             let verified = match &outcome {
@@ -485,7 +488,7 @@ impl Store {
                 first_broken = Some(broken);
                 break;
             }
-            if (rows.len() as i64) < batch {
+            if (links.len() as i64) < batch {
                 break;
             }
         }
