@@ -120,6 +120,7 @@ impl Application {
         // caller's runtime.
         let _background = [
             tokio::spawn(crate::background::run_background(self.state.clone(), stopping_rx.clone())),
+            tokio::spawn(crate::background::run_deliveries(self.state.clone(), stopping_rx.clone())),
             self.state
                 .payment_writer
                 .spawn(crate::background::run_checkpoints(self.state.clone(), stopping_rx.clone())),

@@ -65,26 +65,58 @@ pub async fn run_sealing(state: AppState, mut stop: tokio::sync::watch::Receiver
     }
 }
 
-/// Runs the rounds every instance does every `providers.status_poll_interval_secs`: payment
-/// status queries, webhook deliveries and the purge of expired idempotency keys, until `stop`
-/// turns true. The first round is one period after start.
-pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// The period of the status and delivery rounds, `providers.status_poll_interval_secs`, the first
+/// round one period after start, not at once: work left by a restart waits at most one period (5 s
+/// by default), and a test that drives the rounds itself (with a long period) never has a round of
+/// the service's own beside it.
+fn every_round(state: &AppState) -> tokio::time::Interval {
+    let period = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
+}
+
+/// Sends the outgoing webhooks due, a round every `providers.status_poll_interval_secs`, until
+/// `stop` turns true. A loop of its own, so that a receiver that is slow or down (each attempt
+/// may take the HTTP timeout) delays only deliveries, never the payment status rounds.
+pub async fn run_deliveries(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if state.config.webhooks.endpoints.is_empty() {
+        return;
+    }
     let http = match reqwest::Client::builder()
         .timeout(StdDuration::from_secs(state.config.providers.http_timeout_secs))
         .build()
     {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the webhook HTTP client; background work stopped");
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; webhook delivery stopped");
             return;
         }
     };
-    // The first round comes one period after start, not at once: work left by a restart waits at
-    // most one period (5 s by default), and a test that drives the rounds itself (with a long
-    // period) never has a round of the service's own delivering beside it.
-    let period = StdDuration::from_secs(state.config.providers.status_poll_interval_secs);
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = every_round(&state);
+    let mut last_full: Option<chrono::DateTime<chrono::Utc>> = None;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = crate::store::now();
+        let planning = match last_full {
+            Some(at) if now - at < crate::webhooks::FULL_PLANNING_EVERY => crate::webhooks::Planning::Recent,
+            _ => crate::webhooks::Planning::Everything,
+        };
+        match crate::webhooks::deliver_once(&state, &http, now, planning).await {
+            Ok(_) if planning == crate::webhooks::Planning::Everything => last_full = Some(now),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "webhook delivery round failed"),
+        }
+    }
+}
+
+/// Runs the rounds every instance does every `providers.status_poll_interval_secs`: payment
+/// status queries and the purge of expired idempotency keys, until `stop` turns true.
+pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = every_round(&state);
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -94,9 +126,6 @@ pub async fn run_background(state: AppState, mut stop: tokio::sync::watch::Recei
             Ok(r) if r.claimed > 0 => tracing::info!(?r, "payment status round"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "payment status round failed"),
-        }
-        if let Err(e) = crate::webhooks::deliver_once(&state, &http, crate::store::now()).await {
-            tracing::warn!(error = %e, "webhook delivery round failed");
         }
         let ttl = chrono::Duration::seconds(state.config.idempotency.ttl_secs as i64);
         if let Err(e) = state.store.purge_idempotency_keys(crate::store::now() - ttl).await {

@@ -7,14 +7,15 @@
 //! `pending` and reserved — it may have been made, so it must not be sent twice — until a
 //! treasurer records the outcome they confirmed with the provider ([`record_outcome`]); a refund's
 //! outcome is settled once and never changed, and a provider's answer that contradicts an outcome
-//! recorded meanwhile is reported as a conflict, not posted.
+//! recorded meanwhile is reported as a conflict, not posted; a refund of a payment whose provider
+//! makes none through paygate is refused before anything is reserved or written.
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::problem::Problem;
-use crate::providers::{ProviderError, RefundCall};
+use crate::providers::{ProviderError, REFUNDS_OUTSIDE, RefundCall};
 use crate::store::now;
-use crate::store::payments::PaymentRecord;
+use crate::store::payments::{PaymentKey, PaymentRecord};
 use crate::store::refunds::{RefundAnswer, RefundRecord, ReserveError, Settled};
 
 /// A treasurer's refund request.
@@ -40,6 +41,13 @@ pub async fn request(
         && a <= 0
     {
         return Err(Problem::validation("amount", "must be a positive whole number of đồng"));
+    }
+    // Refused before anything is reserved or written: a payment whose provider's refunds are made
+    // outside paygate.
+    if let Some(payment) = state.store.find_payment(PaymentKey::Id(payment_id)).await?
+        && state.providers.get(&payment.provider).is_some_and(|c| !c.makes_refunds())
+    {
+        return Err(not_supported(&payment.provider, REFUNDS_OUTSIDE));
     }
     let (refund, payment) =
         state.store.reserve_refund(payment_id, req.amount, reason, &by.name, now()).await.map_err(|e| match e {
@@ -67,6 +75,29 @@ pub async fn request(
             ),
             ReserveError::Store(e) => e.into(),
         })?;
+    // Run by the request itself, not a task of its own: a request dropped meanwhile (its caller
+    // gone, its timeout) leaves the refund pending and reserved, never sent twice, and a treasurer
+    // records its outcome. A task that outlived the request would settle it, and a retry under the
+    // same Idempotency-Key, reclaimed after the key's lock timeout, would then reserve another.
+    send_and_settle(state, refund, payment, &by.name).await
+}
+
+fn not_supported(provider: &str, why: &str) -> Problem {
+    Problem::new(
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "refund-not-supported",
+        "Refund not supported",
+        format!("{provider}: {why}."),
+    )
+}
+
+/// Sends a reserved refund to its provider and settles it with the answer.
+async fn send_and_settle(
+    state: &AppState,
+    refund: RefundRecord,
+    payment: PaymentRecord,
+    by: &str,
+) -> Result<(RefundRecord, PaymentRecord), Problem> {
     let connector = state.providers.get(&payment.provider).ok_or_else(|| Problem::internal(&"unknown provider"))?;
     let call = RefundCall {
         refund_id: refund.id.clone(),
@@ -75,7 +106,7 @@ pub async fn request(
         amount: refund.amount,
         full: refund.amount == payment.amount && payment.refunded_amount == 0,
         payment_created_at: payment.created_at,
-        requested_by: by.name.clone(),
+        requested_by: by.to_string(),
     };
     let answer = connector.refund(&call).await;
     if let Err(e @ (ProviderError::Unreachable(_) | ProviderError::BadAnswer(_) | ProviderError::Undecided(_))) =
@@ -140,7 +171,9 @@ pub async fn request(
                 "refund-outcome-conflict",
                 "Refund outcome contradicts the provider",
                 format!(
-                    "{} answered that refund {} {provider_says}, but it was already recorded as {recorded} while                      the request was in flight. Nothing more was posted; check the refund with the provider and                      correct the ledger with a compensating entry.",
+                    "{} answered that refund {} {provider_says}, but it was already recorded as {recorded} while \
+                     the request was in flight. Nothing more was posted; check the refund with the provider and \
+                     correct the ledger with a compensating entry.",
                     payment.provider, refund.id
                 ),
             ));
@@ -148,21 +181,33 @@ pub async fn request(
     }
     match answer {
         Ok(_) => {
-            tracing::info!(refund = %refund.id, payment = %payment.id, amount = refund.amount, by = %by.name, "refund confirmed");
-            let refund = state.store.payment_refunds(&payment.id).await?.into_iter().find(|r| r.id == refund.id);
-            let payment = state
-                .store
-                .find_payment(crate::store::payments::PaymentKey::Id(&payment.id))
-                .await?
-                .ok_or_else(|| Problem::internal(&"payment vanished"))?;
-            Ok((refund.ok_or_else(|| Problem::internal(&"refund vanished"))?, payment))
+            tracing::info!(refund = %refund.id, payment = %payment.id, amount = refund.amount, by = %by, "refund confirmed");
+            // Made and posted: no answer from here on may be the store's 503, which frees the
+            // Idempotency-Key, or a retry under it would send a second refund.
+            let read_back = async {
+                let made = state.store.find_refund(&refund.id).await?;
+                let paid = state.store.find_payment(PaymentKey::Id(&payment.id)).await?;
+                Ok::<_, crate::store::StoreError>(made.zip(paid))
+            };
+            match read_back.await {
+                Ok(Some(both)) => Ok(both),
+                Ok(None) => Err(Problem::internal(&"refund or payment vanished")),
+                Err(e) => {
+                    tracing::error!(refund = %refund.id, error = %e, "refund made and posted, but not read back");
+                    Err(Problem::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "refund-made-not-read",
+                        "Refund made; its record could not be read",
+                        format!(
+                            "{} made refund {} and it is posted, but reading it back failed; see GET \
+                             /v1/payments/{}. Do not request it again.",
+                            payment.provider, refund.id, payment.id
+                        ),
+                    ))
+                }
+            }
         }
-        Err(ProviderError::Unsupported(why)) => Err(Problem::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "refund-not-supported",
-            "Refund not supported",
-            format!("{}: {why}.", payment.provider),
-        )),
+        Err(ProviderError::Unsupported(why)) => Err(not_supported(&payment.provider, why)),
         Err(e) => Err(Problem::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "refund-failed",
@@ -231,7 +276,7 @@ pub async fn record_outcome(
                 state.store.find_refund(refund_id).await?.ok_or_else(|| Problem::internal(&"refund vanished"))?;
             let payment = state
                 .store
-                .find_payment(crate::store::payments::PaymentKey::Id(&refund.payment_id))
+                .find_payment(PaymentKey::Id(&refund.payment_id))
                 .await?
                 .ok_or_else(|| Problem::internal(&"payment vanished"))?;
             Ok((refund, payment))

@@ -12,8 +12,10 @@ use chrono::{DateTime, Duration, Utc};
 use crate::app::AppState;
 use crate::providers::protocol::signature;
 
-/// Deliveries claimed per round.
-const DELIVERY_BATCH: i64 = 10;
+/// Deliveries claimed, and sent at once, per batch; a round takes batch after batch until none is
+/// due, so a backlog (the receiver was down for an hour) is worked off at the receivers' pace,
+/// not a batch per round.
+const DELIVERY_BATCH: i64 = 16;
 
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,53 +25,102 @@ pub struct DeliveryReport {
     pub failed: usize,
 }
 
-/// One round at `now`: plan missing deliveries, send those due.
+/// Which events a round gives their missing deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// Every event in the outbox: the first round after start (this instance's endpoints may be
+    /// new) and one round an hour ([`FULL_PLANNING_EVERY`]).
+    Everything,
+    /// Events made in the last [`PLANNING_LOOKBACK`]: the other rounds, which then read a few
+    /// recent events, not the whole outbox.
+    Recent,
+}
+
+/// How far back an ordinary round looks for events without deliveries. An event's id is made
+/// moments before the transaction that writes it commits, so an event made earlier and committed
+/// since is the rare one left to the hourly full round.
+pub const PLANNING_LOOKBACK: Duration = Duration::minutes(10);
+
+/// How often a round plans over the whole outbox.
+pub const FULL_PLANNING_EVERY: Duration = Duration::hours(1);
+
+/// One round at `now`: plan missing deliveries, then send every delivery due, a batch at a time,
+/// the sends of a batch at once. An attempt that fails is due again only after its backoff, later
+/// than the round, so a round ends.
 pub async fn deliver_once(
     state: &AppState,
     http: &reqwest::Client,
     now: DateTime<Utc>,
+    planning: Planning,
 ) -> Result<DeliveryReport, crate::store::StoreError> {
     let endpoints = &state.config.webhooks.endpoints;
     if endpoints.is_empty() {
         return Ok(DeliveryReport::default());
     }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
-    state.store.plan_deliveries(&names, now).await?;
-    // The lease covers every send of the batch, one after another, each within the timeout.
-    let lease = now + Duration::seconds(state.config.providers.http_timeout_secs as i64 * (DELIVERY_BATCH + 1));
-    let due = state.store.claim_deliveries(&names, now, lease, DELIVERY_BATCH).await?;
-    let mut report = DeliveryReport { attempted: due.len(), ..DeliveryReport::default() };
-    for d in due {
-        let Some(endpoint) = endpoints.iter().find(|e| e.name == d.endpoint) else { continue };
-        let t = Utc::now().timestamp();
-        let header = signature::sign(&endpoint.secret, t, d.payload.as_bytes());
-        let sent = http
-            .post(&endpoint.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(signature::HEADER_NAME, header)
-            .header("Paygate-Event-Id", &d.event_id)
-            .body(d.payload.clone())
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(resp) if resp.status().is_success() => Ok(Utc::now()),
-            Ok(resp) => Err(format!("HTTP {}", resp.status())),
-            Err(e) => Err(e.without_url().to_string()),
-        };
-        match outcome {
-            Ok(at) => {
-                report.delivered += 1;
-                state.store.record_delivery(&d.event_id, &d.endpoint, Ok(at)).await?;
-            }
-            Err(error) => {
-                report.failed += 1;
-                let backoff = 2i64.saturating_pow(d.attempts.clamp(0, 30) as u32);
-                let wait = Duration::seconds(backoff.min(state.config.webhooks.max_backoff_secs as i64));
-                tracing::warn!(event = %d.event_id, endpoint = %d.endpoint, %error, attempts = d.attempts,
-                    "webhook delivery failed; retrying with backoff");
-                state.store.record_delivery(&d.event_id, &d.endpoint, Err((error, now + wait))).await?;
+    let from_id = match planning {
+        Planning::Everything => String::new(),
+        Planning::Recent => crate::store::outbox::event_id_floor(now - PLANNING_LOOKBACK),
+    };
+    state.store.plan_deliveries(&names, now, &from_id).await?;
+    let started = Utc::now();
+    let mut report = DeliveryReport::default();
+    loop {
+        // The round's clock moves on with real time: a late batch's lease still covers its sends.
+        let at = now + (Utc::now() - started);
+        // Each send ends within the HTTP client's timeout; the lease leaves as much again.
+        let lease = at + Duration::seconds(state.config.providers.http_timeout_secs as i64 * 2);
+        let due = state.store.claim_deliveries(&names, at, lease, DELIVERY_BATCH).await?;
+        let claimed = due.len();
+        let sends = due.into_iter().filter_map(|d| {
+            let endpoint = endpoints.iter().find(|e| e.name == d.endpoint)?;
+            Some(async move {
+                let outcome = send(http, endpoint, &d).await;
+                (d, outcome)
+            })
+        });
+        for (d, outcome) in futures::future::join_all(sends).await {
+            report.attempted += 1;
+            match outcome {
+                Ok(at) => {
+                    report.delivered += 1;
+                    state.store.record_delivery(&d.event_id, &d.endpoint, Ok(at)).await?;
+                }
+                Err(error) => {
+                    report.failed += 1;
+                    let backoff = 2i64.saturating_pow(d.attempts.clamp(0, 30) as u32);
+                    let wait = Duration::seconds(backoff.min(state.config.webhooks.max_backoff_secs as i64));
+                    tracing::warn!(event = %d.event_id, endpoint = %d.endpoint, %error, attempts = d.attempts,
+                        "webhook delivery failed; retrying with backoff");
+                    state.store.record_delivery(&d.event_id, &d.endpoint, Err((error, at + wait))).await?;
+                }
             }
         }
+        if (claimed as i64) < DELIVERY_BATCH {
+            return Ok(report);
+        }
     }
-    Ok(report)
+}
+
+/// One signed attempt; `Ok(when it was acknowledged)` on a 2xx.
+async fn send(
+    http: &reqwest::Client,
+    endpoint: &crate::config::WebhookEndpoint,
+    d: &crate::store::outbox::DueDelivery,
+) -> Result<DateTime<Utc>, String> {
+    let t = Utc::now().timestamp();
+    let header = signature::sign(&endpoint.secret, t, d.payload.as_bytes());
+    let sent = http
+        .post(&endpoint.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(signature::HEADER_NAME, header)
+        .header("Paygate-Event-Id", &d.event_id)
+        .body(d.payload.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(resp) if resp.status().is_success() => Ok(Utc::now()),
+        Ok(resp) => Err(format!("HTTP {}", resp.status())),
+        Err(e) => Err(e.without_url().to_string()),
+    }
 }

@@ -191,7 +191,8 @@ pub async fn events(
 pub async fn resend(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let who = caller.require(&[Role::Admin])?;
     let endpoints: Vec<String> = state.config.webhooks.endpoints.iter().map(|e| e.name.clone()).collect();
-    state.store.plan_deliveries(&endpoints, now()).await?;
+    // This event's deliveries, if a round has not planned them yet (and those of later events).
+    state.store.plan_deliveries(&endpoints, now(), &id).await?;
     if state.store.resend_event(&id, now()).await? == 0 {
         return Err(Problem::not_found(format!("No event {id:?} with deliveries.")));
     }

@@ -112,6 +112,9 @@ pub struct RawCallback<'a> {
     pub body: &'a [u8],
 }
 
+/// Why a refund through a provider whose connector makes none is refused.
+pub const REFUNDS_OUTSIDE: &str = "refunds through this provider are made by the treasury outside paygate";
+
 #[async_trait]
 pub trait Connector: Send + Sync {
     fn name(&self) -> &'static str;
@@ -133,10 +136,17 @@ pub trait Connector: Send + Sync {
     /// Verifies a callback (or a return-page query string) and says what it reports.
     fn verify(&self, callback: &RawCallback<'_>) -> Result<ProviderEvent, VerifyError>;
 
+    /// Whether [`Connector::refund`] asks this provider to refund. If not, its payments are
+    /// refunded by the treasury outside paygate, and a refund request is refused before anything is
+    /// reserved or written.
+    fn makes_refunds(&self) -> bool {
+        false
+    }
+
     /// Asks the provider to refund; `Ok(provider reference)` when it confirmed the refund.
     async fn refund(&self, call: &RefundCall) -> Result<Option<String>, ProviderError> {
         let _ = call;
-        Err(ProviderError::Unsupported("refunds through this provider are made by the treasury outside paygate"))
+        Err(ProviderError::Unsupported(REFUNDS_OUTSIDE))
     }
 
     /// Asks the provider what became of a payment. `Ok(None)`: this provider cannot be asked

@@ -78,6 +78,10 @@ impl Connector for Momo {
         momo::verify_ipn(&self.credentials, callback.body)
     }
 
+    fn makes_refunds(&self) -> bool {
+        true
+    }
+
     async fn refund(&self, call: &RefundCall) -> Result<Option<String>, ProviderError> {
         let trans_id = call
             .provider_txn_id

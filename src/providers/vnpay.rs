@@ -45,6 +45,10 @@ impl Connector for Vnpay {
         vnpay::verify_ipn(&self.credentials, &vnpay::parse_query(callback.query))
     }
 
+    fn makes_refunds(&self) -> bool {
+        true
+    }
+
     async fn refund(&self, call: &RefundCall) -> Result<Option<String>, ProviderError> {
         let body = vnpay::refund_request(
             &self.credentials,

@@ -73,20 +73,30 @@ pub struct DeliveryRecord {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// The least id of an event made at or after `t`. Event ids are `ev_` and a UUIDv7 in lowercase hex,
+/// whose first 12 digits are its Unix time in milliseconds, so ids sort by the time they were made
+/// and this prefix sorts before every id made from `t` on.
+pub fn event_id_floor(t: DateTime<Utc>) -> String {
+    format!("ev_{:012x}", t.timestamp_millis().max(0))
+}
+
 impl Store {
-    /// Creates the missing pending deliveries of every event to each of `endpoints`.
-    pub async fn plan_deliveries(&self, endpoints: &[String], at: DateTime<Utc>) -> StoreResult<u64> {
+    /// Creates the missing pending deliveries to each of `endpoints` of every event whose id is at
+    /// least `from_id` (`""`: every event), looked up through the events' primary key, so a round
+    /// that looks only at recent events does not read the whole outbox.
+    pub async fn plan_deliveries(&self, endpoints: &[String], at: DateTime<Utc>, from_id: &str) -> StoreResult<u64> {
         let mut created = 0;
         for endpoint in endpoints {
             created += on_pool!(self, pool => {
                 sqlx::query(
                     "INSERT INTO webhook_deliveries (event_id, endpoint, status, attempts, next_attempt_at) \
-                     SELECT e.id, $1, 'pending', 0, $2 FROM outbox_events e WHERE NOT EXISTS \
+                     SELECT e.id, $1, 'pending', 0, $2 FROM outbox_events e WHERE e.id >= $3 AND NOT EXISTS \
                      (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.endpoint = $1) \
                      ON CONFLICT (event_id, endpoint) DO NOTHING",
                 )
                 .bind(endpoint)
                 .bind(at)
+                .bind(from_id)
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use paygate::auth::Role;
 use paygate::providers::protocol::vnpay;
+use paygate::webhooks::Planning;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -708,26 +709,34 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>, Arc<Mutex<boo
     (url, got, fail)
 }
 
-#[tokio::test]
-async fn deliveries_to_an_endpoint_no_longer_configured_do_not_crowd_out_the_others() {
-    let (url, got, _) = receiver().await;
-    let app = TestApp::spawn_with(|c| {
+const DOSSIER_SECRET: &str = "dossier-webhook-secret-0001";
+
+/// A service whose events go to one endpoint, `dossier` at `url`; its background rounds stay out
+/// of the way (the test runs them).
+async fn app_notifying(url: &str) -> TestApp {
+    TestApp::spawn_with(|c| {
         c.webhooks.endpoints = vec![paygate::config::WebhookEndpoint {
             name: "dossier".into(),
-            url: url.clone(),
-            secret: secrecy::SecretString::from("dossier-webhook-secret-0001".to_string()),
+            url: url.to_string(),
+            secret: secrecy::SecretString::from(DOSSIER_SECRET.to_string()),
         }];
         c.providers.status_poll_interval_secs = 3600;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn deliveries_to_an_endpoint_no_longer_configured_do_not_crowd_out_the_others() {
+    let (url, got, _) = receiver().await;
+    let app = app_notifying(&url).await;
     let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
     app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
     // Deliveries planned for an endpoint since removed from the configuration, due first.
     let earlier = chrono::Utc::now() - chrono::Duration::hours(1);
-    assert_eq!(app.store.plan_deliveries(&["treasury-old".to_string()], earlier).await.unwrap(), 1);
+    assert_eq!(app.store.plan_deliveries(&["treasury-old".to_string()], earlier, "").await.unwrap(), 1);
 
     let http = reqwest::Client::new();
-    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now()).await.unwrap();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now(), Planning::Everything).await.unwrap();
     assert_eq!((r.attempted, r.delivered), (1, 1), "only the configured endpoint's delivery is claimed");
     assert_eq!(got.lock().unwrap().len(), 1);
     let sql = "SELECT attempts FROM webhook_deliveries WHERE endpoint = 'treasury-old'";
@@ -737,17 +746,8 @@ async fn deliveries_to_an_endpoint_no_longer_configured_do_not_crowd_out_the_oth
 #[tokio::test]
 async fn events_are_signed_ordered_retried_and_resendable() {
     let (url, got, fail) = receiver().await;
-    let secret = "dossier-webhook-secret-0001";
-    let app = TestApp::spawn_with(|c| {
-        c.webhooks.endpoints = vec![paygate::config::WebhookEndpoint {
-            name: "dossier".into(),
-            url: url.clone(),
-            secret: secrecy::SecretString::from(secret.to_string()),
-        }];
-        // Background rounds stay out of the way; the test runs them.
-        c.providers.status_poll_interval_secs = 3600;
-    })
-    .await;
+    let secret = DOSSIER_SECRET;
+    let app = app_notifying(&url).await;
     let http = reqwest::Client::new();
     let (code, id, merchant_ref, amount) = vnpay_payment(&app).await;
     app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
@@ -755,12 +755,15 @@ async fn events_are_signed_ordered_retried_and_resendable() {
     // The receiver is down: the attempt fails and is retried later.
     *fail.lock().unwrap() = true;
     let now = chrono::Utc::now();
-    let r = paygate::webhooks::deliver_once(&app.state, &http, now).await.unwrap();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, now, Planning::Everything).await.unwrap();
     assert_eq!((r.attempted, r.failed), (1, 1));
-    let r = paygate::webhooks::deliver_once(&app.state, &http, now).await.unwrap();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, now, Planning::Everything).await.unwrap();
     assert_eq!(r.attempted, 0, "not before its backoff");
     *fail.lock().unwrap() = false;
-    let r = paygate::webhooks::deliver_once(&app.state, &http, now + chrono::Duration::seconds(10)).await.unwrap();
+    let r =
+        paygate::webhooks::deliver_once(&app.state, &http, now + chrono::Duration::seconds(10), Planning::Everything)
+            .await
+            .unwrap();
     assert_eq!(r.delivered, 1);
 
     let received = got.lock().unwrap().clone();
@@ -790,8 +793,33 @@ async fn events_are_signed_ordered_retried_and_resendable() {
     let path = format!("/v1/events/{event_id}/resend");
     app.post_json(&path, &json!({}), Some(&auditor), None).await.assert_problem(403, "forbidden");
     assert_eq!(app.post_json(&path, &json!({}), Some(&admin), None).await.status, 202);
-    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now()).await.unwrap();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now(), Planning::Everything).await.unwrap();
     assert_eq!(r.delivered, 1);
     assert_eq!(got.lock().unwrap().len(), 2);
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_round_sends_every_delivery_due_and_ordinary_rounds_plan_only_recent_events() {
+    let (url, got, _) = receiver().await;
+    let app = app_notifying(&url).await;
+    // More events than one batch of deliveries.
+    for _ in 0..20 {
+        let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+        app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    }
+    let http = reqwest::Client::new();
+    // An hour on, an ordinary round looks back only ten minutes: these events are older.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let r = paygate::webhooks::deliver_once(&app.state, &http, later, Planning::Recent).await.unwrap();
+    assert_eq!(r.attempted, 0, "events older than the lookback are left to a full round");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM webhook_deliveries").await, 0);
+    // Now, an ordinary round plans them all and sends them all, batch after batch.
+    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now(), Planning::Recent).await.unwrap();
+    assert_eq!((r.attempted, r.delivered, r.failed), (20, 20, 0));
+    assert_eq!(got.lock().unwrap().len(), 20);
+    let r = paygate::webhooks::deliver_once(&app.state, &http, chrono::Utc::now(), Planning::Everything).await.unwrap();
+    assert_eq!(r.attempted, 0, "each event is delivered once");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'").await, 20);
     app.assert_ledger_invariants().await;
 }

@@ -97,13 +97,15 @@ async fn refunds_need_a_treasurer_a_reason_and_received_money() {
         .await;
     r.assert_problem(409, "payment-not-refundable");
 
-    // A bank transfer is refunded by the treasury outside paygate; nothing stays reserved.
+    // A bank transfer is refunded by the treasury outside paygate: refused before anything is
+    // reserved or written.
     let code = app.issue_small_notice().await;
     let qr = app.start_payment(&code, "vietqr").await.body["id"].as_str().unwrap().to_string();
     assert_eq!(app.bank_credit(6_250_000, &code, "FT-R").await.status, 200);
     let r = app.post_json(&format!("/v1/payments/{qr}/refunds"), &json!({"reason": "x"}), Some(&treasurer), None).await;
     r.assert_problem(422, "refund-not-supported");
-    assert_eq!(app.payment(&qr).await["refunds"][0]["status"], "failed");
+    assert_eq!(app.payment(&qr).await["refunds"], json!([]), "no refund written");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM refunds").await, 0);
     app.assert_ledger_invariants().await;
 }
 
