@@ -36,14 +36,14 @@ pub enum Handled {
 pub async fn handle(state: &AppState, provider: &str, raw: &RawCallback<'_>, record: InboxRecord) -> Handled {
     let Some(connector) = state.providers.get(provider) else {
         let e = VerifyError::Body(format!("unknown provider {provider}"));
-        keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
+        keep(state, record, "rejected", "rejected", Some(e.to_string())).await.ok();
         return Handled::Rejected(e);
     };
     let event = match connector.verify(raw) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(provider, error = %e, "callback rejected");
-            keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
+            keep(state, record, "rejected", "rejected", Some(e.to_string())).await.ok();
             return Handled::Rejected(e);
         }
     };
@@ -51,34 +51,38 @@ pub async fn handle(state: &AppState, provider: &str, raw: &RawCallback<'_>, rec
     record.merchant_ref = Some(event.merchant_ref.clone());
     match payments::apply_provider_event(state, &event, "callback", Some(record.clone())).await {
         Ok(Some(applied)) => Handled::Applied(event, Some(applied)),
-        Ok(None) => {
-            keep(state, record, "verified", "pending_reported", None).await;
-            Handled::Applied(event, None)
-        }
+        // A report that changes nothing is answered as taken only once it is kept; otherwise the
+        // provider is asked to send it again.
+        Ok(None) => match keep(state, record, "verified", "pending_reported", None).await {
+            Ok(()) => Handled::Applied(event, None),
+            Err(e) => Handled::Unavailable(e),
+        },
         Err(e) => {
             tracing::error!(provider, error = %e, "callback verified but not applied; provider will retry");
-            keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+            keep(state, record, "verified", "not_applied", Some(e.to_string())).await.ok();
             Handled::Unavailable(e)
         }
     }
 }
 
-/// Stores a callback that changes nothing (rejected, pending, not applied) with its outcome.
+/// Stores a callback that changes nothing (rejected, pending, not applied) with its outcome. A
+/// failure is logged here; a caller about to tell the provider its callback was taken asks it to
+/// retry instead, and a caller answering a rejection or a retry anyway may ignore it.
 pub async fn keep(
     state: &AppState,
     mut record: InboxRecord,
     verification: &str,
     outcome: &str,
     detail: Option<String>,
-) {
+) -> Result<(), StoreError> {
     record.verification = Some(verification.into());
     record.outcome = Some(outcome.into());
     record.detail = detail;
     record.processed_at = Some(crate::store::now());
     let id = record.id.clone();
-    if let Err(e) = state.payment_writer.keep(record).await {
+    state.payment_writer.keep(record).await.inspect_err(|e| {
         tracing::error!(inbox_id = %id, error = %e, "callback could not be kept in the inbox");
-    }
+    })
 }
 
 /// What became of a partner bank's credit notification.
@@ -113,12 +117,12 @@ pub async fn handle_bank(
     let credit = match banks.verify(bank, signature, body, chrono::Utc::now().timestamp()) {
         Ok(c) => c,
         Err(BankError::UnknownBank) => {
-            keep(state, record, "rejected", "unknown_bank", None).await;
+            keep(state, record, "rejected", "unknown_bank", None).await.ok();
             return BankOutcome::UnknownBank;
         }
         Err(e) => {
             tracing::warn!(bank, error = %e, "bank notification rejected");
-            keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
+            keep(state, record, "rejected", "rejected", Some(e.to_string())).await.ok();
             return match e {
                 BankError::Signature(why) => BankOutcome::Unauthenticated(why),
                 _ => BankOutcome::Rejected(e.to_string()),
@@ -130,7 +134,7 @@ pub async fn handle_bank(
     if bank != collection.bank || credit.account != collection.account {
         tracing::warn!(bank, transaction = %credit.transaction_id, "bank credit is not to the collection account");
         let why = "the credit is not to the VietQR collection account".to_string();
-        keep(state, record, "verified", "rejected", Some(why)).await;
+        keep(state, record, "verified", "rejected", Some(why)).await.ok();
         return BankOutcome::NotCollectionAccount;
     }
     let provider_txn_id = format!("{bank}:{}", credit.transaction_id);
@@ -138,7 +142,7 @@ pub async fn handle_bank(
         Some(code) => match state.store.find_transfer_payment(code.as_str(), credit.amount, &provider_txn_id).await {
             Ok(p) => p,
             Err(e) => {
-                keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+                keep(state, record, "verified", "not_applied", Some(e.to_string())).await.ok();
                 return BankOutcome::Unavailable(e);
             }
         },
@@ -166,12 +170,14 @@ pub async fn handle_bank(
                 Ok(Some(p)) if p.provider_txn_id.as_deref() != Some(provider_txn_id.as_str()) => {
                     keep_unmatched(state, bank, &credit, body, None).await
                 }
-                _ => BankOutcome::Applied(Some(Applied::Duplicate(payment.status()))),
+                Ok(_) => BankOutcome::Applied(Some(Applied::Duplicate(payment.status()))),
+                // Whether it is new money is unknown: the bank is asked to send it again.
+                Err(e) => BankOutcome::Unavailable(e),
             }
         }
         Ok(applied) => BankOutcome::Applied(applied),
         Err(e) => {
-            keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+            keep(state, record, "verified", "not_applied", Some(e.to_string())).await.ok();
             BankOutcome::Unavailable(e)
         }
     }
@@ -206,14 +212,18 @@ async fn keep_unmatched(
         Ok(newly_kept) => {
             tracing::warn!(bank, transaction = %credit.transaction_id, amount = credit.amount,
                     "bank credit matches no payment; kept as unmatched");
-            if let Some(record) = record {
-                keep(state, record, "verified", "unmatched_credit", None).await;
+            // Kept as unmatched, but answered as taken only once its inbox row is kept too; a
+            // retry finds the credit already kept.
+            if let Some(record) = record
+                && let Err(e) = keep(state, record, "verified", "unmatched_credit", None).await
+            {
+                return BankOutcome::Unavailable(e);
             }
             BankOutcome::Unmatched { newly_kept }
         }
         Err(e) => {
             if let Some(record) = record {
-                keep(state, record, "verified", "not_applied", Some(e.to_string())).await;
+                keep(state, record, "verified", "not_applied", Some(e.to_string())).await.ok();
             }
             BankOutcome::Unavailable(e)
         }

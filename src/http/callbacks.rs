@@ -25,7 +25,7 @@ async fn intake(state: &AppState, arrival: &Arrival<'_>, raw_query: &str) -> Han
     let record = callbacks::arrival_record(arrival);
     match callbacks::precheck(arrival) {
         Some(e) => {
-            callbacks::keep(state, record, "rejected", "rejected", Some(e.to_string())).await;
+            callbacks::keep(state, record, "rejected", "rejected", Some(e.to_string())).await.ok();
             Handled::Rejected(e)
         }
         None => {
@@ -171,7 +171,7 @@ pub async fn bank(
     let signature = headers.get("paygate-signature").and_then(|v| v.to_str().ok());
     let outcome = match callbacks::precheck(&arrival) {
         Some(e) => {
-            callbacks::keep(&state, record, "rejected", "rejected", Some(e.to_string())).await;
+            callbacks::keep(&state, record, "rejected", "rejected", Some(e.to_string())).await.ok();
             BankOutcome::Rejected(e.to_string())
         }
         None => callbacks::handle_bank(&state, &bank, signature, arrival.body_bytes(), record).await,

@@ -18,6 +18,11 @@ fn vnpay_ipn(merchant_ref: &str, amount: i64) -> String {
 
 /// A success IPN signed with the sandbox secret, its `vnp_Amount` exactly `vnp_amount`.
 fn vnpay_ipn_for_amount(merchant_ref: &str, vnp_amount: &str) -> String {
+    vnpay_ipn_reporting(merchant_ref, vnp_amount, "00")
+}
+
+/// An IPN signed with the sandbox secret whose `vnp_TransactionStatus` is `status`.
+fn vnpay_ipn_reporting(merchant_ref: &str, vnp_amount: &str, status: &str) -> String {
     let secret = secrecy::SecretString::from("sandbox-vnpay-hash-secret".to_string());
     let params: Vec<(&str, String)> = vec![
         ("vnp_Amount", vnp_amount.into()),
@@ -29,7 +34,7 @@ fn vnpay_ipn_for_amount(merchant_ref: &str, vnp_amount: &str) -> String {
         ("vnp_ResponseCode", "00".into()),
         ("vnp_TmnCode", "PGSANDBX".into()),
         ("vnp_TransactionNo", "14000001".into()),
-        ("vnp_TransactionStatus", "00".into()),
+        ("vnp_TransactionStatus", status.into()),
         ("vnp_TxnRef", merchant_ref.into()),
     ];
     vnpay::sign_params(&secret, &params)
@@ -822,4 +827,22 @@ async fn a_round_sends_every_delivery_due_and_ordinary_rounds_plan_only_recent_e
     assert_eq!(r.attempted, 0, "each event is delivered once");
     assert_eq!(app.scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'").await, 20);
     app.assert_ledger_invariants().await;
+}
+
+/// A verified report that changes nothing ("not completed") is answered as taken only once it is
+/// in the inbox: with the database gone, VNPAY is asked to send it again.
+#[tokio::test]
+async fn a_report_that_changes_nothing_is_answered_as_taken_only_once_kept() {
+    let app = TestApp::spawn().await;
+    let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+    let ipn = format!("/callbacks/vnpay?{}", vnpay_ipn_reporting(&merchant_ref, &(amount * 100).to_string(), "01"));
+    let r = app.get(&ipn, None).await;
+    assert_eq!(r.body["RspCode"], "00", "{}", r.text);
+    let sql = format!(
+        "SELECT COUNT(*) FROM callback_inbox WHERE merchant_ref = '{merchant_ref}' AND outcome = 'pending_reported'"
+    );
+    assert_eq!(app.scalar(&sql).await, 1);
+    app.store.close().await;
+    let r = app.get(&ipn, None).await;
+    assert_eq!(r.body["RspCode"], "99", "not kept, so not confirmed: {}", r.text);
 }
