@@ -31,12 +31,16 @@ use crate::store::idempotency::{Claim, StoredResponse};
 use crate::store::now;
 
 pub const HEADER: &str = "idempotency-key";
+/// Where providers' and banks' callbacks arrive.
+const CALLBACKS_PREFIX: &str = "/callbacks/";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Response headers that are part of the stored response.
 const KEPT_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
+    // Provider callbacks are made idempotent by their own protocol, and every one of them must reach
+    // the inbox as it came: a header must not let one be answered from here instead.
+    if req.method() != Method::POST || req.uri().path().starts_with(CALLBACKS_PREFIX) {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER).cloned() else {

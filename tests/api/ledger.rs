@@ -846,3 +846,20 @@ async fn a_report_that_changes_nothing_is_answered_as_taken_only_once_kept() {
     let r = app.get(&ipn, None).await;
     assert_eq!(r.body["RspCode"], "99", "not kept, so not confirmed: {}", r.text);
 }
+
+/// An Idempotency-Key header does not take a callback past the inbox: every delivery is stored and
+/// answered as its provider's protocol expects, however large.
+#[tokio::test]
+async fn an_idempotency_key_does_not_take_a_callback_past_the_inbox() {
+    let app = TestApp::spawn().await;
+    let momo = || app.client.post(app.url("/callbacks/momo"));
+    for _ in 0..2 {
+        let r = app.send(momo().header("idempotency-key", "same-key").body("{}")).await;
+        r.assert_problem(400, "callback-rejected");
+        assert!(r.headers.get("idempotent-replayed").is_none());
+    }
+    // Larger than the API's body limit, which the idempotency layer would apply.
+    let r = app.send(momo().header("idempotency-key", "big").body(vec![b'a'; 2 * 1024 * 1024])).await;
+    r.assert_problem(400, "callback-rejected");
+    assert_eq!(app.count("callback_inbox").await, 3);
+}
