@@ -8,7 +8,9 @@
 //! treasurer records the outcome they confirmed with the provider ([`record_outcome`]); a refund's
 //! outcome is settled once and never changed, and a provider's answer that contradicts an outcome
 //! recorded meanwhile is reported as a conflict, not posted; a refund of a payment whose provider
-//! makes none through paygate is refused before anything is reserved or written.
+//! makes none through paygate is refused before anything is reserved or written; once reserved, a
+//! refund is sent and settled by a task the request does not own, and a request made again under
+//! the same key is answered with the refund it made.
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -27,11 +29,15 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
+/// Requests a refund: reserves it, then has the provider make it and settles it with the answer.
+/// `idempotency_key` is the request's `Idempotency-Key`, if any: the refund remembers it, so the
+/// same request made again is answered with that refund rather than making another.
 pub async fn request(
     state: &AppState,
     payment_id: &str,
     req: &RefundRequest,
     by: &Principal,
+    idempotency_key: Option<&str>,
 ) -> Result<(RefundRecord, PaymentRecord), Problem> {
     let reason = req.reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
@@ -49,37 +55,94 @@ pub async fn request(
     {
         return Err(not_supported(&payment.provider, REFUNDS_OUTSIDE));
     }
-    let (refund, payment) =
-        state.store.reserve_refund(payment_id, req.amount, reason, &by.name, now()).await.map_err(|e| match e {
-            ReserveError::NotFound => Problem::not_found(format!("No payment with id {payment_id:?}.")),
-            ReserveError::NotRefundable(status) => Problem::conflict(
-                "payment-not-refundable",
-                "Nothing to refund",
-                format!("This payment is {status}: no money was received, so there is nothing to refund."),
-            ),
-            ReserveError::ExceedsRemaining { remaining } => {
-                let mut p = Problem::validation(
-                    "amount",
-                    format!("only {remaining} đồng of this payment remain refundable (pending refunds included)"),
-                );
-                p.code = Some("exceeds_remaining".into());
-                p
-            }
-            ReserveError::AnotherPending(refund) => Problem::conflict(
-                "refund-pending",
-                "Another refund is pending",
-                format!(
-                    "Refund {refund} of this payment is still pending: it is in flight or its outcome is not yet \
+    let request_key = idempotency_key.map(|k| format!("{}:{payment_id}:{k}", by.token_id));
+    let reserved = state.store.reserve_refund(payment_id, req.amount, reason, &by.name, request_key.as_deref(), now());
+    let (refund, payment) = match reserved.await {
+        Err(ReserveError::AlreadyRequested(made)) => return already_requested(state, &made).await,
+        other => other,
+    }
+    .map_err(|e| match e {
+        ReserveError::NotFound => Problem::not_found(format!("No payment with id {payment_id:?}.")),
+        ReserveError::NotRefundable(status) => Problem::conflict(
+            "payment-not-refundable",
+            "Nothing to refund",
+            format!("This payment is {status}: no money was received, so there is nothing to refund."),
+        ),
+        ReserveError::ExceedsRemaining { remaining } => {
+            let mut p = Problem::validation(
+                "amount",
+                format!("only {remaining} đồng of this payment remain refundable (pending refunds included)"),
+            );
+            p.code = Some("exceeds_remaining".into());
+            p
+        }
+        ReserveError::AnotherPending(refund) => Problem::conflict(
+            "refund-pending",
+            "Another refund is pending",
+            format!(
+                "Refund {refund} of this payment is still pending: it is in flight or its outcome is not yet \
                      known, and it may have been made. Request another refund once it is settled."
-                ),
             ),
-            ReserveError::Store(e) => e.into(),
-        })?;
-    // Run by the request itself, not a task of its own: a request dropped meanwhile (its caller
-    // gone, its timeout) leaves the refund pending and reserved, never sent twice, and a treasurer
-    // records its outcome. A task that outlived the request would settle it, and a retry under the
-    // same Idempotency-Key, reclaimed after the key's lock timeout, would then reserve another.
-    send_and_settle(state, refund, payment, &by.name).await
+        ),
+        ReserveError::AlreadyRequested(made) => Problem::internal(&format!("refund {made} answered twice")),
+        ReserveError::Store(e) => e.into(),
+    })?;
+    // The provider's call and the recording of its answer run as a task of their own: if the
+    // request goes away meanwhile (its caller gone, its timeout), the refund is still sent and its
+    // answer still recorded, never left pending after the money moved; the same request made again
+    // finds it by its key. The request waits for it for most of its own time limit.
+    let (refund_id, payment_id, provider) = (refund.id.clone(), payment.id.clone(), payment.provider.clone());
+    let task = tokio::spawn({
+        let (state, by) = (state.clone(), by.name.clone());
+        async move { send_and_settle(&state, refund, payment, &by).await }
+    });
+    match tokio::time::timeout(state.config.server.request_timeout() * 3 / 4, task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => Err(Problem::internal(&e)),
+        Err(_) => Err(Problem::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "refund-outcome-unknown",
+            "Refund outcome not known yet",
+            format!(
+                "{provider} has not answered yet. Refund {refund_id} stays pending with its amount reserved and is \
+                 settled when it answers; see GET /v1/payments/{payment_id}. Do not request it again."
+            ),
+        )),
+    }
+}
+
+/// The answer to a request made again: the refund it made, as it stands now.
+async fn already_requested(state: &AppState, refund_id: &str) -> Result<(RefundRecord, PaymentRecord), Problem> {
+    let refund = state.store.find_refund(refund_id).await?.ok_or_else(|| Problem::internal(&"refund vanished"))?;
+    let payment = state
+        .store
+        .find_payment(PaymentKey::Id(&refund.payment_id))
+        .await?
+        .ok_or_else(|| Problem::internal(&"payment vanished"))?;
+    match refund.status.as_str() {
+        "succeeded" => Ok((refund, payment)),
+        "pending" => Err(Problem::conflict(
+            "refund-pending",
+            "This request's refund is pending",
+            format!(
+                "This request already made refund {}, still pending: in flight, or its outcome not yet known. \
+                 See GET /v1/payments/{}.",
+                refund.id, payment.id
+            ),
+        )),
+        _ => Err(Problem::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "refund-failed",
+            "Refund failed",
+            format!(
+                "This request already made refund {}, which {} did not make: {}. Nothing was posted; the amount \
+                 is refundable again under a new Idempotency-Key.",
+                refund.id,
+                payment.provider,
+                refund.detail.as_deref().unwrap_or("no reason given")
+            ),
+        )),
+    }
 }
 
 fn not_supported(provider: &str, why: &str) -> Problem {

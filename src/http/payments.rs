@@ -182,10 +182,13 @@ pub async fn refund(
     State(state): State<AppState>,
     caller: super::auth::Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<crate::refunds::RefundRequest>,
 ) -> ApiResult<(StatusCode, Json<RefundView>)> {
     let who = caller.require(&[Role::Treasurer])?;
-    let (refund, payment) = crate::refunds::request(&state, &id, &req, who).await?;
+    // Checked by the idempotency layer before the handler runs.
+    let key = headers.get(super::idempotency::HEADER).and_then(|v| v.to_str().ok());
+    let (refund, payment) = crate::refunds::request(&state, &id, &req, who, key).await?;
     Ok((StatusCode::CREATED, Json(RefundView { refund, payment: PaymentView::new(&payment, None) })))
 }
 

@@ -44,6 +44,9 @@ pub enum ReserveError {
     /// Another refund of the payment is still pending: in flight, or its outcome unknown.
     #[error("refund {0} of this payment is still pending")]
     AnotherPending(String),
+    /// The request (its key) already made this refund.
+    #[error("this request already made refund {0}")]
+    AlreadyRequested(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -84,12 +87,16 @@ fn refundable(p: &PaymentRecord, reserved: i64) -> i64 {
 
 impl Store {
     /// Reserves `amount` (or everything that remains, when `None`) of a payment for a refund.
+    /// `request_key` names the request (its caller's token, the payment and its Idempotency-Key):
+    /// a request made again under it is answered [`ReserveError::AlreadyRequested`], whatever
+    /// became of the refund it made.
     pub async fn reserve_refund(
         &self,
         payment_id: &str,
         amount: Option<i64>,
         reason: &str,
         by: &str,
+        request_key: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(RefundRecord, PaymentRecord), ReserveError> {
         let select = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1{}", self.lock_clause_pub());
@@ -97,6 +104,16 @@ impl Store {
             begin_write!(self, pool, tx => {
                 let payment: Option<PaymentRecord> = sqlx::query_as(&select).bind(payment_id).fetch_optional(&mut *tx).await?;
                 let Some(p) = payment else { return Err(ReserveError::NotFound) };
+                // A request made again (its key) is answered with the refund it made.
+                if let Some(key) = request_key {
+                    let made: Option<String> = sqlx::query_scalar("SELECT id FROM refunds WHERE request_key = $1")
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(made) = made {
+                        return Err(ReserveError::AlreadyRequested(made));
+                    }
+                }
                 let received = p.status().money_received() || p.late_success;
                 if !received {
                     return Err(ReserveError::NotRefundable(p.status.clone()));
@@ -136,7 +153,7 @@ impl Store {
                     updated_at: at,
                 };
                 sqlx::query(&format!(
-                    "INSERT INTO refunds ({REFUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    "INSERT INTO refunds ({REFUND_COLUMNS}, request_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ))
                 .bind(&refund.id)
                 .bind(&refund.payment_id)
@@ -148,6 +165,7 @@ impl Store {
                 .bind(&refund.requested_by)
                 .bind(refund.created_at)
                 .bind(refund.updated_at)
+                .bind(request_key)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

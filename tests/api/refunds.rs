@@ -146,7 +146,8 @@ async fn concurrent_refund_requests_and_confirmations_apply_once() {
     let (code, id) = paid(&a, "vnpay").await;
 
     // Fifty confirmations of one refund, over three processes: one settlement.
-    let (refund, _) = a.store.reserve_refund(&id, Some(2_000_000), "test", "t", chrono::Utc::now()).await.unwrap();
+    let (refund, _) =
+        a.store.reserve_refund(&id, Some(2_000_000), "test", "t", None, chrono::Utc::now()).await.unwrap();
     let stores = [&a.store, &b.store, &c.store];
     let results = futures::future::join_all((0..50).map(|i| {
         stores[i % 3].settle_refund(&refund.id, Made { provider_ref: Some("VNP-R1"), note: None }, chrono::Utc::now())
@@ -429,5 +430,64 @@ async fn a_provider_answer_contradicting_an_outcome_recorded_meanwhile_is_a_conf
     assert_eq!(payment["status"], "succeeded");
     let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}' AND kind = 'refund'");
     assert_eq!(app.scalar(&sql).await, 0, "nothing posted over the recorded outcome");
+    app.assert_ledger_invariants().await;
+}
+
+/// The same request made again under its Idempotency-Key, after the key's record expired, is
+/// answered with the refund it made: nothing is sent or reserved twice.
+#[tokio::test]
+async fn a_request_made_again_after_its_key_expired_answers_the_refund_it_made() {
+    let app = TestApp::spawn().await;
+    let treasurer = app.token(Role::Treasurer).await;
+    let (_, id) = paid(&app, "vnpay").await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let body = json!({"reason": "withdrawn", "amount": 1_000_000});
+    let first = app.post_json(&path, &body, Some(&treasurer), Some("refund-once")).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let purged = app.store.purge_idempotency_keys(chrono::Utc::now() + chrono::Duration::days(2)).await.unwrap();
+    assert!(purged >= 1);
+    let again = app.post_json(&path, &body, Some(&treasurer), Some("refund-once")).await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert!(again.header("idempotent-replayed").is_none(), "answered by the refund, not the expired key");
+    assert_eq!(again.body["refund"]["id"], first.body["refund"]["id"]);
+    assert_eq!(app.count("refunds").await, 1);
+    let p = app.payment(&id).await;
+    assert_eq!((p["status"].as_str(), p["refunded_amount"].as_i64()), (Some("partially_refunded"), Some(1_000_000)));
+    // Under a new key it is a new request.
+    let other = app.post_json(&path, &body, Some(&treasurer), Some("refund-twice")).await;
+    assert_eq!(other.status, 201, "{}", other.text);
+    assert_eq!(app.payment(&id).await["refunded_amount"], 2_000_000);
+    app.assert_ledger_invariants().await;
+}
+
+/// A request that runs out of time while the provider answers is told the outcome is not known
+/// yet; the refund is still settled, and posted, when the provider answers.
+#[tokio::test]
+async fn a_refund_outlives_a_request_that_ran_out_of_time() {
+    let app = TestApp::spawn().await;
+    let (_, id) = paid(&app, "momo").await;
+    let (momo, mut arrived, go) = momo_refund_api(json!({"resultCode": 0, "transId": 4343, "message": "ok"})).await;
+    let other = app
+        .spawn_sibling(|c| {
+            c.providers.momo.base_url = momo.clone();
+            c.server.request_timeout_secs = 1;
+        })
+        .await;
+    let treasurer = app.token(Role::Treasurer).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let r = other.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), Some("slow-one")).await;
+    r.assert_problem(502, "refund-outcome-unknown");
+    tokio::time::timeout(std::time::Duration::from_secs(30), arrived.recv()).await.expect("the refund was sent");
+    assert_eq!(app.payment(&id).await["refunds"][0]["status"], "pending");
+    go.send(()).await.unwrap();
+    let settled = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        let p = app.payment(&id).await;
+        (p["refunds"][0]["status"] == "succeeded").then_some(p)
+    })
+    .await;
+    assert_eq!(settled["status"], "refunded");
+    assert_eq!(settled["refunds"][0]["provider_ref"], "4343");
+    let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}' AND kind = 'refund'");
+    assert_eq!(app.scalar(&sql).await, 1, "posted once the provider answered");
     app.assert_ledger_invariants().await;
 }
