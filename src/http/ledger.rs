@@ -37,8 +37,13 @@ pub struct EntryQuery {
     pub to: Option<DateTime<Utc>>,
     pub payment_id: Option<String>,
     pub notice_code: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page, in transfer-id order.
     pub cursor: Option<i64>,
+    /// Chain order instead: sealed transfers whose `seq` is greater than this (`0`: from the first),
+    /// by `seq`; then `next_cursor` is a `seq` to pass here. Seals are given in the order transfers
+    /// became visible, so paging this way never passes over a transfer that commits later, as id
+    /// order can on PostgreSQL; transfers not yet sealed come in a later page.
+    pub sealed_after: Option<i64>,
     /// 1 to 500 (default 100).
     pub limit: Option<i64>,
 }
@@ -46,11 +51,13 @@ pub struct EntryQuery {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EntryPage {
     pub entries: Vec<EntryRecord>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` (or, when paging in chain order, as `sealed_after`) for the next page; absent
+    /// on the last page.
     pub next_cursor: Option<i64>,
 }
 
-/// Ledger transfers, oldest first, filtered, with cursor pagination.
+/// Ledger transfers, oldest first (by id, or in chain order with `sealed_after`), filtered, with
+/// cursor pagination.
 #[utoipa::path(get, path = "/v1/ledger/entries", tag = "ledger", params(EntryQuery),
     responses((status = 200, body = EntryPage),
               (status = 422, body = ProblemDetails, content_type = "application/problem+json")),
@@ -65,6 +72,9 @@ pub async fn entries(
     if !(1..=500).contains(&limit) {
         return Err(Problem::validation("limit", "must be between 1 and 500"));
     }
+    if q.cursor.is_some() && q.sealed_after.is_some() {
+        return Err(Problem::validation("sealed_after", "pages either by `cursor` or by `sealed_after`, not both"));
+    }
     let filter = EntryFilter {
         account: q.account,
         from: q.from,
@@ -72,10 +82,15 @@ pub async fn entries(
         payment_id: q.payment_id,
         notice_code: q.notice_code,
         after: q.cursor,
+        sealed_after: q.sealed_after,
         limit,
     };
     let entries = state.store.ledger_entries(&filter).await?;
-    let next_cursor = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id)).flatten();
+    let last = entries.last().filter(|_| entries.len() as i64 == limit);
+    let next_cursor = match q.sealed_after {
+        Some(_) => last.and_then(|e| e.seq),
+        None => last.map(|e| e.id),
+    };
     Ok(Json(EntryPage { entries, next_cursor }))
 }
 

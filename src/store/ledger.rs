@@ -349,6 +349,8 @@ pub struct EntryFilter {
     pub notice_code: Option<String>,
     /// Entries with an id greater than this.
     pub after: Option<i64>,
+    /// Chain order instead: sealed entries whose seq is greater than this, by seq.
+    pub sealed_after: Option<i64>,
     pub limit: i64,
 }
 
@@ -536,10 +538,22 @@ impl Store {
             let mut qb = sqlx::QueryBuilder::new(
                 "SELECT t.id, t.transaction_id, x.kind, x.payment_id, x.notice_code, x.corrects, t.debit_account, \
                  t.credit_account, t.amount, t.created_at, s.seq, s.hash \
-                 FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id \
-                 LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE t.id > ",
+                 FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id ",
             );
-            qb.push_bind(f.after.unwrap_or(0));
+            // Id order can pass over a transfer that commits after a page was read (PostgreSQL hands
+            // ids out at insert); chain order cannot: seals are given under the sealer's lock, in
+            // the order transfers became visible.
+            let order = match f.sealed_after {
+                Some(seq) => {
+                    qb.push("JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.seq > ").push_bind(seq);
+                    " ORDER BY s.seq LIMIT "
+                }
+                None => {
+                    qb.push("LEFT JOIN ledger_seals s ON s.transfer_id = t.id WHERE t.id > ");
+                    qb.push_bind(f.after.unwrap_or(0));
+                    " ORDER BY t.id LIMIT "
+                }
+            };
             if let Some(account) = &f.account {
                 qb.push(" AND (t.debit_account = ").push_bind(account.as_str());
                 qb.push(" OR t.credit_account = ").push_bind(account.as_str()).push(")");
@@ -559,7 +573,7 @@ impl Store {
                     qb.push_bind(value.as_str()).push(in_set.1);
                 }
             }
-            qb.push(" ORDER BY t.id LIMIT ").push_bind(f.limit);
+            qb.push(order).push_bind(f.limit);
             qb.build_query_as::<EntryRecord>().fetch_all(pool).await
         })?)
     }

@@ -863,3 +863,27 @@ async fn an_idempotency_key_does_not_take_a_callback_past_the_inbox() {
     r.assert_problem(400, "callback-rejected");
     assert_eq!(app.count("callback_inbox").await, 3);
 }
+
+/// Paging in chain order gives every sealed transfer once, by seq, and the next page's cursor is a seq.
+#[tokio::test]
+async fn entries_page_in_chain_order_by_seq() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+        let r = app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+        assert_eq!(r.body["RspCode"], "00", "{}", r.text);
+    }
+    let auditor = app.token(Role::Auditor).await;
+    let r = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!((r.body["ok"].as_bool(), r.body["unsealed"].as_i64()), (Some(true), Some(0)), "{}", r.text);
+    let (mut seqs, mut after) = (Vec::new(), Some(0));
+    while let Some(a) = after {
+        let r = app.get(&format!("/v1/ledger/entries?sealed_after={a}&limit=2"), Some(&auditor)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        seqs.extend(r.body["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()));
+        after = r.body["next_cursor"].as_i64();
+    }
+    let transfers = app.count("ledger_transfers").await;
+    assert_eq!(seqs, (1..=transfers).collect::<Vec<_>>(), "every sealed transfer once, in seq order");
+    app.get("/v1/ledger/entries?sealed_after=0&cursor=1", Some(&auditor)).await.assert_problem(422, "validation-error");
+}
