@@ -34,6 +34,9 @@ pub struct Inner {
     pub public_base_url: String,
     /// The settlement-file layouts, from `reconciliation.mappings_dir`.
     pub mappings: Mappings,
+    /// Work a request started and must not be cut off by a shutdown: refunds sent to a provider,
+    /// whose answer is still to be recorded. Shutting down waits for it (up to the grace period).
+    pub in_flight: tokio_util::task::TaskTracker,
 }
 
 #[derive(Clone)]
@@ -86,6 +89,7 @@ impl Application {
             providers,
             public_base_url,
             mappings,
+            in_flight: tokio_util::task::TaskTracker::new(),
         }));
         Ok(Application { listener, state })
     }
@@ -139,6 +143,14 @@ impl Application {
                 Ok(())
             }
         };
+        // Refunds whose provider has yet to answer: their answers are recorded before the process
+        // goes, if they come within the grace period.
+        self.state.in_flight.close();
+        if tokio::time::timeout(grace, self.state.in_flight.wait()).await.is_err() {
+            tracing::warn!(
+                "refunds still in flight after {grace:?}; they stay pending until a treasurer records their outcome"
+            );
+        }
         result
     }
 }

@@ -29,6 +29,15 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
+/// What a refund request ended with: the refund and its payment as they stand, and whether the
+/// refund is settled (made) or still in flight (the provider has not answered within the request's
+/// time; it is settled when it answers).
+pub struct Requested {
+    pub refund: RefundRecord,
+    pub payment: PaymentRecord,
+    pub settled: bool,
+}
+
 /// Requests a refund: reserves it, then has the provider make it and settles it with the answer.
 /// `idempotency_key` is the request's `Idempotency-Key`, if any: the refund remembers it, so the
 /// same request made again is answered with that refund rather than making another.
@@ -38,7 +47,9 @@ pub async fn request(
     req: &RefundRequest,
     by: &Principal,
     idempotency_key: Option<&str>,
-) -> Result<(RefundRecord, PaymentRecord), Problem> {
+) -> Result<Requested, Problem> {
+    // The request's answer is due before its own time limit ends, counted from now.
+    let answer_by = tokio::time::Instant::now() + state.config.server.request_timeout() * 3 / 4;
     let reason = req.reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(Problem::validation("reason", "must be 1 to 500 characters"));
@@ -50,10 +61,12 @@ pub async fn request(
     }
     // Refused before anything is reserved or written: a payment whose provider's refunds are made
     // outside paygate.
-    if let Some(payment) = state.store.find_payment(PaymentKey::Id(payment_id)).await?
-        && state.providers.get(&payment.provider).is_some_and(|c| !c.makes_refunds())
-    {
-        return Err(not_supported(&payment.provider, REFUNDS_OUTSIDE));
+    if let Some(payment) = state.store.find_payment(PaymentKey::Id(payment_id)).await? {
+        match state.providers.get(&payment.provider) {
+            Some(c) if c.makes_refunds() => {}
+            Some(_) => return Err(not_supported(&payment.provider, REFUNDS_OUTSIDE)),
+            None => return Err(not_supported(&payment.provider, "not a provider this service is configured for")),
+        }
     }
     let request_key = idempotency_key.map(|k| format!("{}:{payment_id}:{k}", by.token_id));
     let reserved = state.store.reserve_refund(payment_id, req.amount, reason, &by.name, request_key.as_deref(), now());
@@ -92,44 +105,38 @@ pub async fn request(
     // answer still recorded, never left pending after the money moved; the same request made again
     // finds it by its key. The request waits for it for most of its own time limit.
     let (refund_id, payment_id, provider) = (refund.id.clone(), payment.id.clone(), payment.provider.clone());
-    let task = tokio::spawn({
+    let task = state.in_flight.spawn({
         let (state, by) = (state.clone(), by.name.clone());
         async move { send_and_settle(&state, refund, payment, &by).await }
     });
-    match tokio::time::timeout(state.config.server.request_timeout() * 3 / 4, task).await {
-        Ok(Ok(outcome)) => outcome,
+    match tokio::time::timeout_at(answer_by, task).await {
+        Ok(Ok(outcome)) => outcome.map(|(refund, payment)| Requested { refund, payment, settled: true }),
         Ok(Err(e)) => Err(Problem::internal(&e)),
-        Err(_) => Err(Problem::new(
-            axum::http::StatusCode::BAD_GATEWAY,
-            "refund-outcome-unknown",
-            "Refund outcome not known yet",
-            format!(
-                "{provider} has not answered yet. Refund {refund_id} stays pending with its amount reserved and is \
-                 settled when it answers; see GET /v1/payments/{payment_id}. Do not request it again."
-            ),
-        )),
+        Err(_) => {
+            tracing::info!(refund = %refund_id, payment = %payment_id, provider = %provider,
+                "refund still in flight when its request had to answer; settled when the provider answers");
+            in_flight(state, &refund_id).await
+        }
     }
 }
 
-/// The answer to a request made again: the refund it made, as it stands now.
-async fn already_requested(state: &AppState, refund_id: &str) -> Result<(RefundRecord, PaymentRecord), Problem> {
+/// A refund still pending, as it stands: answered 202, settled when its provider answers.
+async fn in_flight(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
     let refund = state.store.find_refund(refund_id).await?.ok_or_else(|| Problem::internal(&"refund vanished"))?;
     let payment = state
         .store
         .find_payment(PaymentKey::Id(&refund.payment_id))
         .await?
         .ok_or_else(|| Problem::internal(&"payment vanished"))?;
+    let settled = refund.status != "pending";
+    Ok(Requested { refund, payment, settled })
+}
+
+/// The answer to a request made again: the refund it made, as it stands now (202 while pending).
+async fn already_requested(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
+    let Requested { refund, payment, settled } = in_flight(state, refund_id).await?;
     match refund.status.as_str() {
-        "succeeded" => Ok((refund, payment)),
-        "pending" => Err(Problem::conflict(
-            "refund-pending",
-            "This request's refund is pending",
-            format!(
-                "This request already made refund {}, still pending: in flight, or its outcome not yet known. \
-                 See GET /v1/payments/{}.",
-                refund.id, payment.id
-            ),
-        )),
+        "succeeded" | "pending" => Ok(Requested { refund, payment, settled }),
         _ => Err(Problem::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "refund-failed",

@@ -44,9 +44,16 @@ pub const PLANNING_LOOKBACK: Duration = Duration::minutes(10);
 /// How often a round plans over the whole outbox.
 pub const FULL_PLANNING_EVERY: Duration = Duration::hours(1);
 
-/// One round at `now`: plan missing deliveries, then send every delivery due, a batch at a time,
-/// the sends of a batch at once. An attempt that fails is due again only after its backoff, later
-/// than the round, so a round ends.
+/// How long a round goes on claiming batches: a receiver that hangs holds each batch for the HTTP
+/// timeout, and a round that ran on through a large backlog would plan no new events meanwhile.
+/// The next round, one period later, takes up what is left.
+pub const ROUND_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One round at `now`: plan missing deliveries, then send the deliveries due by `now`, a batch at a
+/// time, the sends of a batch at once, for at most [`ROUND_BUDGET`]. Each is attempted once per
+/// round: one that fails is due again a backoff (at least a second) after its attempt ended, later
+/// than `now`. The sends of a batch go out together, so a receiver orders a notice's events by their
+/// `sequence`, not by arrival.
 pub async fn deliver_once(
     state: &AppState,
     http: &reqwest::Client,
@@ -63,14 +70,15 @@ pub async fn deliver_once(
         Planning::Recent => crate::store::outbox::event_id_floor(now - PLANNING_LOOKBACK),
     };
     state.store.plan_deliveries(&names, now, &from_id).await?;
-    let started = Utc::now();
+    let started = std::time::Instant::now();
+    // The round's clock: `now`, moved on with real time.
+    let clock = || now + Duration::from_std(started.elapsed()).unwrap_or_default();
     let mut report = DeliveryReport::default();
     loop {
-        // The round's clock moves on with real time: a late batch's lease still covers its sends.
-        let at = now + (Utc::now() - started);
         // Each send ends within the HTTP client's timeout; the lease leaves as much again.
-        let lease = at + Duration::seconds(state.config.providers.http_timeout_secs as i64 * 2);
-        let due = state.store.claim_deliveries(&names, at, lease, DELIVERY_BATCH).await?;
+        let lease = clock() + Duration::seconds(state.config.providers.http_timeout_secs as i64 * 2);
+        // Due by the round's start: an attempt made in this round is not due again within it.
+        let due = state.store.claim_deliveries(&names, now, lease, DELIVERY_BATCH).await?;
         let claimed = due.len();
         let sends = due.into_iter().filter_map(|d| {
             let endpoint = endpoints.iter().find(|e| e.name == d.endpoint)?;
@@ -79,24 +87,34 @@ pub async fn deliver_once(
                 (d, outcome)
             })
         });
+        // Every outcome is recorded before an error ends the round: one left unrecorded would be
+        // sent again once its lease ran out.
+        let mut first_error = None;
         for (d, outcome) in futures::future::join_all(sends).await {
             report.attempted += 1;
-            match outcome {
+            let recorded = match outcome {
                 Ok(at) => {
                     report.delivered += 1;
-                    state.store.record_delivery(&d.event_id, &d.endpoint, Ok(at)).await?;
+                    state.store.record_delivery(&d.event_id, &d.endpoint, Ok(at)).await
                 }
                 Err(error) => {
                     report.failed += 1;
                     let backoff = 2i64.saturating_pow(d.attempts.clamp(0, 30) as u32);
-                    let wait = Duration::seconds(backoff.min(state.config.webhooks.max_backoff_secs as i64));
+                    let wait = backoff.min(state.config.webhooks.max_backoff_secs as i64).max(1);
                     tracing::warn!(event = %d.event_id, endpoint = %d.endpoint, %error, attempts = d.attempts,
                         "webhook delivery failed; retrying with backoff");
-                    state.store.record_delivery(&d.event_id, &d.endpoint, Err((error, at + wait))).await?;
+                    let retry_at = clock() + Duration::seconds(wait);
+                    state.store.record_delivery(&d.event_id, &d.endpoint, Err((error, retry_at))).await
                 }
+            };
+            if let Err(e) = recorded {
+                first_error.get_or_insert(e);
             }
         }
-        if (claimed as i64) < DELIVERY_BATCH {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if (claimed as i64) < DELIVERY_BATCH || started.elapsed() >= ROUND_BUDGET {
             return Ok(report);
         }
     }

@@ -173,7 +173,8 @@ pub struct RefundView {
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "ledger", request_body = crate::refunds::RefundRequest,
     params(("id" = String, Path, description = "Payment id"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
-    responses((status = 201, body = RefundView),
+    responses((status = 201, body = RefundView, description = "Made and posted"),
+              (status = 202, body = RefundView, description = "Still in flight: pending, settled when the provider answers"),
               (status = 409, body = ProblemDetails, content_type = "application/problem+json"),
               (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
               (status = 502, body = ProblemDetails, content_type = "application/problem+json")),
@@ -188,8 +189,10 @@ pub async fn refund(
     let who = caller.require(&[Role::Treasurer])?;
     // Checked by the idempotency layer before the handler runs.
     let key = headers.get(super::idempotency::HEADER).and_then(|v| v.to_str().ok());
-    let (refund, payment) = crate::refunds::request(&state, &id, &req, who, key).await?;
-    Ok((StatusCode::CREATED, Json(RefundView { refund, payment: PaymentView::new(&payment, None) })))
+    let done = crate::refunds::request(&state, &id, &req, who, key).await?;
+    // 202: still in flight when the request had to answer; settled when the provider answers.
+    let status = if done.settled { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    Ok((status, Json(RefundView { refund: done.refund, payment: PaymentView::new(&done.payment, None) })))
 }
 
 /// Record the outcome of a refund left pending because its provider did not answer clearly

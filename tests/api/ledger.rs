@@ -719,6 +719,10 @@ const DOSSIER_SECRET: &str = "dossier-webhook-secret-0001";
 /// A service whose events go to one endpoint, `dossier` at `url`; its background rounds stay out
 /// of the way (the test runs them).
 async fn app_notifying(url: &str) -> TestApp {
+    app_notifying_with(url, |_| {}).await
+}
+
+async fn app_notifying_with(url: &str, adjust: impl FnOnce(&mut paygate::config::Config)) -> TestApp {
     TestApp::spawn_with(|c| {
         c.webhooks.endpoints = vec![paygate::config::WebhookEndpoint {
             name: "dossier".into(),
@@ -726,6 +730,7 @@ async fn app_notifying(url: &str) -> TestApp {
             secret: secrecy::SecretString::from(DOSSIER_SECRET.to_string()),
         }];
         c.providers.status_poll_interval_secs = 3600;
+        adjust(c);
     })
     .await
 }
@@ -827,6 +832,29 @@ async fn a_round_sends_every_delivery_due_and_ordinary_rounds_plan_only_recent_e
     assert_eq!(r.attempted, 0, "each event is delivered once");
     assert_eq!(app.scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'").await, 20);
     app.assert_ledger_invariants().await;
+}
+
+/// A receiver that is down: a round attempts each delivery due once and ends, however short the
+/// backoff, and the next round, once the backoff has passed, attempts them again.
+#[tokio::test]
+async fn a_round_against_a_receiver_that_is_down_attempts_each_delivery_once_and_ends() {
+    let (url, got, fail) = receiver().await;
+    let app = app_notifying_with(&url, |c| c.webhooks.max_backoff_secs = 0).await;
+    for _ in 0..20 {
+        let (_, _, merchant_ref, amount) = vnpay_payment(&app).await;
+        app.get(&format!("/callbacks/vnpay?{}", vnpay_ipn(&merchant_ref, amount)), None).await;
+    }
+    *fail.lock().unwrap() = true;
+    let http = reqwest::Client::new();
+    let now = chrono::Utc::now();
+    let r = paygate::webhooks::deliver_once(&app.state, &http, now, Planning::Everything).await.unwrap();
+    assert_eq!((r.attempted, r.failed), (20, 20), "each once, however short the backoff");
+    assert_eq!(app.scalar("SELECT MAX(attempts) FROM webhook_deliveries").await, 1);
+    *fail.lock().unwrap() = false;
+    let later = now + chrono::Duration::seconds(60);
+    let r = paygate::webhooks::deliver_once(&app.state, &http, later, Planning::Recent).await.unwrap();
+    assert_eq!((r.attempted, r.delivered), (20, 20));
+    assert_eq!(got.lock().unwrap().len(), 20);
 }
 
 /// A verified report that changes nothing ("not completed") is answered as taken only once it is

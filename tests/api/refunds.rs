@@ -460,8 +460,9 @@ async fn a_request_made_again_after_its_key_expired_answers_the_refund_it_made()
     app.assert_ledger_invariants().await;
 }
 
-/// A request that runs out of time while the provider answers is told the outcome is not known
-/// yet; the refund is still settled, and posted, when the provider answers.
+/// A request that runs out of time while the provider answers is answered 202 with the refund
+/// pending; the refund is still settled, and posted, when the provider answers, and the same request
+/// made again, after its key expired, answers it as it then stands.
 #[tokio::test]
 async fn a_refund_outlives_a_request_that_ran_out_of_time() {
     let app = TestApp::spawn().await;
@@ -476,7 +477,8 @@ async fn a_refund_outlives_a_request_that_ran_out_of_time() {
     let treasurer = app.token(Role::Treasurer).await;
     let path = format!("/v1/payments/{id}/refunds");
     let r = other.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), Some("slow-one")).await;
-    r.assert_problem(502, "refund-outcome-unknown");
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["refund"]["status"], "pending");
     tokio::time::timeout(std::time::Duration::from_secs(30), arrived.recv()).await.expect("the refund was sent");
     assert_eq!(app.payment(&id).await["refunds"][0]["status"], "pending");
     go.send(()).await.unwrap();
@@ -489,5 +491,10 @@ async fn a_refund_outlives_a_request_that_ran_out_of_time() {
     assert_eq!(settled["refunds"][0]["provider_ref"], "4343");
     let sql = format!("SELECT COUNT(*) FROM ledger_transactions WHERE payment_id = '{id}' AND kind = 'refund'");
     assert_eq!(app.scalar(&sql).await, 1, "posted once the provider answered");
+    app.store.purge_idempotency_keys(chrono::Utc::now() + chrono::Duration::days(2)).await.unwrap();
+    let again = other.post_json(&path, &json!({"reason": "withdrawn"}), Some(&treasurer), Some("slow-one")).await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.body["refund"]["status"], "succeeded");
+    assert_eq!(app.count("refunds").await, 1);
     app.assert_ledger_invariants().await;
 }
