@@ -86,6 +86,31 @@ pub fn mask_payload(value: &mut serde_json::Value) {
     }
 }
 
+/// Keys of free text in providers' forms and query strings, where a payer may write an identifier.
+const FREE_TEXT_KEYS: [&str; 3] = ["vnp_OrderInfo", "orderInfo", "description"];
+
+/// Masks a form body or query string as it came, field by field: the values of identifying keys,
+/// and runs of 9 or more digits in free text (and in text that is not `key=value` at all). Every
+/// other value, amounts and references among them, is kept as sent, and so is the text's encoding.
+pub fn mask_form(text: &str) -> String {
+    text.split('&')
+        .map(|field| match field.split_once('=') {
+            None => mask_digit_runs(field),
+            Some((key, value)) => {
+                let name = form_urlencoded::parse(key.as_bytes()).next().map(|(k, _)| k).unwrap_or_default();
+                if IDENTIFYING_KEYS.contains(&name.as_ref()) {
+                    format!("{key}={}", mask_identifier(value))
+                } else if FREE_TEXT_KEYS.contains(&name.as_ref()) {
+                    format!("{key}={}", mask_digit_runs(value))
+                } else {
+                    field.to_string()
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// `CK 079123456789 nop thue` → `CK ********6789 nop thue`.
 pub fn mask_digit_runs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -127,5 +152,17 @@ mod payload_tests {
         assert_eq!(v["amount"], 625000000, "numbers are not identifiers");
         assert_eq!(v["partnerClientId"], "*******678");
         assert!(v["data"].as_str().unwrap().contains("*******321"));
+    }
+
+    #[test]
+    fn forms_keep_amounts_and_references_and_mask_free_text_and_identifiers() {
+        let form = "vnp_Amount=1000000000&vnp_OrderInfo=Nop+thue+CCCD+079123456789&vnp_TxnRef=PG123456789012\
+                    &phone=0912345678&stray 079123456789";
+        assert_eq!(
+            mask_form(form),
+            "vnp_Amount=1000000000&vnp_OrderInfo=Nop+thue+CCCD+********6789&vnp_TxnRef=PG123456789012\
+             &phone=*******678&stray ********6789"
+        );
+        assert_eq!(mask_form(""), "");
     }
 }

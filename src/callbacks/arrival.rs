@@ -92,7 +92,7 @@ pub fn arrival_record(a: &Arrival<'_>) -> InboxRecord {
             crate::privacy::mask_payload(&mut json);
             json.to_string()
         }
-        Err(_) => crate::privacy::mask_digit_runs(&String::from_utf8_lossy(shown)),
+        Err(_) => crate::privacy::mask_form(&String::from_utf8_lossy(shown)),
     }
     // PostgreSQL text cannot hold NUL; the SHA-256 is of the original bytes.
     .replace('\0', "\u{FFFD}");
@@ -105,7 +105,7 @@ pub fn arrival_record(a: &Arrival<'_>) -> InboxRecord {
         provider: a.provider.to_string(),
         method: a.method.to_string(),
         path: a.path.to_string(),
-        query: a.query.chars().take(8192).collect(),
+        query: crate::privacy::mask_form(&a.query.chars().take(8192).collect::<String>()),
         headers: serde_json::Value::Object(headers).to_string(),
         body: text,
         body_sha256: a.body.map_or_else(|| hex::encode(Sha256::digest(b"")), |b| b.sha256.clone()),

@@ -915,3 +915,26 @@ async fn entries_page_in_chain_order_by_seq() {
     assert_eq!(seqs, (1..=transfers).collect::<Vec<_>>(), "every sealed transfer once, in seq order");
     app.get("/v1/ledger/entries?sealed_after=0&cursor=1", Some(&auditor)).await.assert_problem(422, "validation-error");
 }
+
+/// The inbox keeps a form's or a query's amounts and references as sent, and masks a citizen's
+/// identifier written in its free text.
+#[tokio::test]
+async fn the_inbox_masks_identifiers_in_forms_and_queries_but_keeps_amounts() {
+    let app = TestApp::spawn().await;
+    let fields = "vnp_Amount=1000000000&vnp_OrderInfo=Nop+thue+CCCD+079123456789&vnp_TxnRef=PG1&vnp_SecureHash=00";
+    let r = app.get(&format!("/callbacks/vnpay?{fields}"), None).await;
+    assert_eq!(r.body["RspCode"], "97", "{}", r.text);
+    let post = app.client.post(app.url("/callbacks/vnpay")).header("content-type", "application/x-www-form-urlencoded");
+    let r = app.send(post.body(fields)).await;
+    assert_eq!(r.body["RspCode"], "97", "{}", r.text);
+    let auditor = app.token(Role::Auditor).await;
+    let r = app.get("/v1/inbox?limit=10", Some(&auditor)).await;
+    let kept = r.body["callbacks"].as_array().unwrap();
+    assert_eq!(kept.len(), 2, "{}", r.text);
+    for c in kept {
+        let stored = format!("{} {}", c["query"].as_str().unwrap_or(""), c["body"].as_str().unwrap_or(""));
+        assert!(stored.contains("vnp_Amount=1000000000"), "the amount as sent: {stored}");
+        assert!(stored.contains("CCCD+********6789"), "the identifier masked: {stored}");
+        assert!(!stored.contains("079123456789"), "{stored}");
+    }
+}
