@@ -16,9 +16,9 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::problem::Problem;
 use crate::providers::{ProviderError, REFUNDS_OUTSIDE, RefundCall};
-use crate::store::now;
 use crate::store::payments::{PaymentKey, PaymentRecord};
 use crate::store::refunds::{RefundAnswer, RefundRecord, ReserveError, Settled};
+use crate::store::{StoreError, now};
 
 /// A treasurer's refund request.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
@@ -115,26 +115,34 @@ pub async fn request(
         Err(_) => {
             tracing::info!(refund = %refund_id, payment = %payment_id, provider = %provider,
                 "refund still in flight when its request had to answer; settled when the provider answers");
-            in_flight(state, &refund_id).await
+            as_it_stands(state, &refund_id).await
         }
     }
 }
 
-/// A refund still pending, as it stands: answered 202, settled when its provider answers.
-async fn in_flight(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
-    let refund = state.store.find_refund(refund_id).await?.ok_or_else(|| Problem::internal(&"refund vanished"))?;
-    let payment = state
-        .store
-        .find_payment(PaymentKey::Id(&refund.payment_id))
-        .await?
-        .ok_or_else(|| Problem::internal(&"payment vanished"))?;
+/// A refund and its payment as they stand, read back after a change to them.
+async fn read_back(state: &AppState, refund_id: &str) -> Result<(RefundRecord, PaymentRecord), StoreError> {
+    let refund = state.store.find_refund(refund_id).await?.ok_or_else(|| vanished("refund"))?;
+    let payment =
+        state.store.find_payment(PaymentKey::Id(&refund.payment_id)).await?.ok_or_else(|| vanished("payment"))?;
+    Ok((refund, payment))
+}
+
+fn vanished(what: &str) -> StoreError {
+    StoreError::Invariant(format!("a {what} read back after a change to it is gone"))
+}
+
+/// A refund as it stands: settled, or still pending (answered 202, settled when its provider
+/// answers).
+async fn as_it_stands(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
+    let (refund, payment) = read_back(state, refund_id).await?;
     let settled = refund.status != "pending";
     Ok(Requested { refund, payment, settled })
 }
 
 /// The answer to a request made again: the refund it made, as it stands now (202 while pending).
 async fn already_requested(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
-    let Requested { refund, payment, settled } = in_flight(state, refund_id).await?;
+    let Requested { refund, payment, settled } = as_it_stands(state, refund_id).await?;
     match refund.status.as_str() {
         "succeeded" | "pending" => Ok(Requested { refund, payment, settled }),
         _ => Err(Problem::new(
@@ -254,14 +262,8 @@ async fn send_and_settle(
             tracing::info!(refund = %refund.id, payment = %payment.id, amount = refund.amount, by = %by, "refund confirmed");
             // Made and posted: no answer from here on may be the store's 503, which frees the
             // Idempotency-Key, or a retry under it would send a second refund.
-            let read_back = async {
-                let made = state.store.find_refund(&refund.id).await?;
-                let paid = state.store.find_payment(PaymentKey::Id(&payment.id)).await?;
-                Ok::<_, crate::store::StoreError>(made.zip(paid))
-            };
-            match read_back.await {
-                Ok(Some(both)) => Ok(both),
-                Ok(None) => Err(Problem::internal(&"refund or payment vanished")),
+            match read_back(state, &refund.id).await {
+                Ok(both) => Ok(both),
                 Err(e) => {
                     tracing::error!(refund = %refund.id, error = %e, "refund made and posted, but not read back");
                     Err(Problem::new(
@@ -342,14 +344,7 @@ pub async fn record_outcome(
         )),
         Settled::Applied { .. } => {
             tracing::info!(refund = %refund_id, outcome = %req.outcome, by = %by.name, "refund outcome recorded");
-            let refund =
-                state.store.find_refund(refund_id).await?.ok_or_else(|| Problem::internal(&"refund vanished"))?;
-            let payment = state
-                .store
-                .find_payment(PaymentKey::Id(&refund.payment_id))
-                .await?
-                .ok_or_else(|| Problem::internal(&"payment vanished"))?;
-            Ok((refund, payment))
+            Ok(read_back(state, refund_id).await?)
         }
     }
 }

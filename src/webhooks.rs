@@ -13,8 +13,8 @@ use crate::app::AppState;
 use crate::providers::protocol::signature;
 
 /// Deliveries claimed, and sent at once, per batch; a round takes batch after batch until none is
-/// due, so a backlog (the receiver was down for an hour) is worked off at the receivers' pace,
-/// not a batch per round.
+/// due or its [`ROUND_BUDGET`] is spent, so a backlog (the receiver was down for an hour) is worked
+/// off at the receivers' pace, not a batch per round.
 const DELIVERY_BATCH: i64 = 16;
 
 /// What a round did.
