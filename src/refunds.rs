@@ -29,15 +29,6 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-/// What a refund request ended with: the refund and its payment as they stand, and whether the
-/// refund is settled (made) or still in flight (the provider has not answered within the request's
-/// time; it is settled when it answers).
-pub struct Requested {
-    pub refund: RefundRecord,
-    pub payment: PaymentRecord,
-    pub settled: bool,
-}
-
 /// Requests a refund: reserves it, then has the provider make it and settles it with the answer.
 /// `idempotency_key` is the request's `Idempotency-Key`, if any: the refund remembers it, so the
 /// same request made again is answered with that refund rather than making another.
@@ -47,7 +38,7 @@ pub async fn request(
     req: &RefundRequest,
     by: &Principal,
     idempotency_key: Option<&str>,
-) -> Result<Requested, Problem> {
+) -> Result<(RefundRecord, PaymentRecord), Problem> {
     // The request's answer is due before its own time limit ends, counted from now.
     let answer_by = tokio::time::Instant::now() + state.config.server.request_timeout() * 3 / 4;
     let reason = req.reason.trim();
@@ -71,7 +62,7 @@ pub async fn request(
     let request_key = idempotency_key.map(|k| format!("{}:{payment_id}:{k}", by.token_id));
     let reserved = state.store.reserve_refund(payment_id, req.amount, reason, &by.name, request_key.as_deref(), now());
     let (refund, payment) = match reserved.await {
-        Err(ReserveError::AlreadyRequested(made)) => return already_requested(state, &made).await,
+        Err(ReserveError::AlreadyRequested(made)) => return as_it_stands(state, &made).await,
         other => other,
     }
     .map_err(|e| match e {
@@ -110,7 +101,7 @@ pub async fn request(
         async move { send_and_settle(&state, refund, payment, &by).await }
     });
     match tokio::time::timeout_at(answer_by, task).await {
-        Ok(Ok(outcome)) => outcome.map(|(refund, payment)| Requested { refund, payment, settled: true }),
+        Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => Err(Problem::internal(&e)),
         Err(_) => {
             tracing::info!(refund = %refund_id, payment = %payment_id, provider = %provider,
@@ -132,32 +123,26 @@ fn vanished(what: &str) -> StoreError {
     StoreError::Invariant(format!("a {what} read back after a change to it is gone"))
 }
 
-/// A refund as it stands: settled, or still pending (answered 202, settled when its provider
-/// answers).
-async fn as_it_stands(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
+/// A refund as it stands, for a request that could not wait for it, or made again (its key): made,
+/// or still pending (answered 202, settled when its provider answers); one the provider did not
+/// make is that request's failure.
+async fn as_it_stands(state: &AppState, refund_id: &str) -> Result<(RefundRecord, PaymentRecord), Problem> {
     let (refund, payment) = read_back(state, refund_id).await?;
-    let settled = refund.status != "pending";
-    Ok(Requested { refund, payment, settled })
-}
-
-/// The answer to a request made again: the refund it made, as it stands now (202 while pending).
-async fn already_requested(state: &AppState, refund_id: &str) -> Result<Requested, Problem> {
-    let Requested { refund, payment, settled } = as_it_stands(state, refund_id).await?;
-    match refund.status.as_str() {
-        "succeeded" | "pending" => Ok(Requested { refund, payment, settled }),
-        _ => Err(Problem::new(
+    if refund.status == "failed" {
+        return Err(Problem::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "refund-failed",
             "Refund failed",
             format!(
-                "This request already made refund {}, which {} did not make: {}. Nothing was posted; the amount \
-                 is refundable again under a new Idempotency-Key.",
-                refund.id,
+                "{} did not make refund {}, which this request made: {}. Nothing was posted; the amount is \
+                 refundable again under a new Idempotency-Key.",
                 payment.provider,
+                refund.id,
                 refund.detail.as_deref().unwrap_or("no reason given")
             ),
-        )),
+        ));
     }
+    Ok((refund, payment))
 }
 
 fn not_supported(provider: &str, why: &str) -> Problem {

@@ -189,10 +189,10 @@ pub async fn refund(
     let who = caller.require(&[Role::Treasurer])?;
     // Checked by the idempotency layer before the handler runs.
     let key = headers.get(super::idempotency::HEADER).and_then(|v| v.to_str().ok());
-    let done = crate::refunds::request(&state, &id, &req, who, key).await?;
+    let (refund, payment) = crate::refunds::request(&state, &id, &req, who, key).await?;
     // 202: still in flight when the request had to answer; settled when the provider answers.
-    let status = if done.settled { StatusCode::CREATED } else { StatusCode::ACCEPTED };
-    Ok((status, Json(RefundView { refund: done.refund, payment: PaymentView::new(&done.payment, None) })))
+    let status = if refund.status == "pending" { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    Ok((status, Json(RefundView { refund, payment: PaymentView::new(&payment, None) })))
 }
 
 /// Record the outcome of a refund left pending because its provider did not answer clearly

@@ -541,8 +541,8 @@ impl Store {
                  FROM ledger_transfers t JOIN ledger_transactions x ON x.id = t.transaction_id ",
             );
             // Id order can pass over a transfer that commits after a page was read (PostgreSQL hands
-            // ids out at insert); chain order cannot: seals are given under the sealer's lock, in
-            // the order transfers became visible.
+            // ids out at insert); chain order cannot: seals are given under the chain's lock (the
+            // sealer's advisory lock, SQLite's write lock), in the order transfers became visible.
             let order = match f.sealed_after {
                 Some(seq) => {
                     qb.push("JOIN ledger_seals s ON s.transfer_id = t.id WHERE s.seq > ").push_bind(seq);
